@@ -34,3 +34,12 @@ def gpt2_dir() -> Path:
 def data_dir() -> Path:
     """Folder with tinyshakespeare.txt and the-verdict.txt."""
     return _require(SHARED_DIR / "data")
+
+
+# CI runs a fixed set of hypothesis examples so a red run can be reproduced exactly;
+# locally every run explores new ones.
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")

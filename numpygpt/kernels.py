@@ -1,0 +1,323 @@
+"""The hot loops that are not matmuls, as Numba kernels, each beside the plain NumPy it must equal.
+
+Every kernel here has a `*_reference` twin written in plain NumPy: short, obviously right, and
+what the tests compare the kernel against (float32 and float64). The layers call the kernels;
+a reader learns from the references.
+
+The kernels are memory-bound, so their whole point is to touch each element as few times as
+possible: one pass where NumPy would make three temporaries. Rows are independent, so they
+split across cores with `prange`. Nothing here imports the rest of the project.
+
+Shapes: N rows of C features (a (B, T, C) activation is viewed as (B*T, C)); attention scores
+are (BH, T, T) with BH = batch * heads.
+"""
+import math
+
+import numpy as np
+from numba import njit, prange
+
+GELU_SCALE = math.sqrt(2.0 / math.pi)  # GPT-2's tanh approximation: 0.5x(1+tanh(s(x+0.044715x^3)))
+GELU_CUBIC = 0.044715
+
+
+# --------------------------------------------------------------------------------------------
+# LayerNorm
+
+
+def layernorm_forward_reference(x, weight, bias, eps=1e-5):
+    """x: (N, C) -> out (N, C), mean (N,), rstd (N,). out = (x - mean) * rstd * weight + bias."""
+    mean = x.mean(axis=1)
+    rstd = 1.0 / np.sqrt(((x - mean[:, None]) ** 2).mean(axis=1) + eps)
+    out = (x - mean[:, None]) * rstd[:, None] * weight + bias
+    return out, mean.astype(x.dtype), rstd.astype(x.dtype)
+
+
+def layernorm_backward_reference(dout, x, mean, rstd, weight):
+    """Returns dx (N, C), dweight (C,), dbias (C,). See layers.LayerNorm.backward for the math."""
+    xhat = (x - mean[:, None]) * rstd[:, None]
+    dbias = dout.sum(axis=0)
+    dweight = (dout * xhat).sum(axis=0)
+    dxhat = dout * weight
+    dx = rstd[:, None] * (dxhat - dxhat.mean(axis=1, keepdims=True)
+                          - xhat * (dxhat * xhat).mean(axis=1, keepdims=True))
+    return dx, dweight, dbias
+
+
+@njit(parallel=True, cache=True)
+def layernorm_forward(x, weight, bias, eps, out, mean, rstd):
+    """In place: out (N, C), mean (N,), rstd (N,) from x (N, C). Two passes over each row."""
+    n, c = x.shape
+    for i in prange(n):
+        m = 0.0
+        for j in range(c):
+            m += x[i, j]
+        m /= c
+        var = 0.0
+        for j in range(c):
+            d = x[i, j] - m
+            var += d * d
+        s = 1.0 / math.sqrt(var / c + eps)
+        for j in range(c):
+            out[i, j] = (x[i, j] - m) * s * weight[j] + bias[j]
+        mean[i] = m
+        rstd[i] = s
+
+
+@njit(parallel=True, cache=True)
+def layernorm_backward(dout, x, mean, rstd, weight, dx, dweight, dbias):
+    """In place: dx (N, C) written; dweight (C,) and dbias (C,) accumulated (+=).
+
+    Rows split across cores for dx. The parameter gradients sum over rows, so each chunk of
+    rows sums into its own partial row and the partials are added at the end (no races).
+    """
+    n, c = x.shape
+    n_chunks = min(n, 64)
+    partial_w = np.zeros((n_chunks, c), dtype=dweight.dtype)
+    partial_b = np.zeros((n_chunks, c), dtype=dbias.dtype)
+    for chunk in prange(n_chunks):
+        for i in range(chunk * n // n_chunks, (chunk + 1) * n // n_chunks):
+            m = mean[i]
+            s = rstd[i]
+            # The two row means that make LayerNorm's Jacobian differ from a plain scale.
+            mean_dxhat = 0.0
+            mean_dxhat_xhat = 0.0
+            for j in range(c):
+                xhat = (x[i, j] - m) * s
+                dxhat = dout[i, j] * weight[j]
+                mean_dxhat += dxhat
+                mean_dxhat_xhat += dxhat * xhat
+                partial_w[chunk, j] += dout[i, j] * xhat
+                partial_b[chunk, j] += dout[i, j]
+            mean_dxhat /= c
+            mean_dxhat_xhat /= c
+            for j in range(c):
+                xhat = (x[i, j] - m) * s
+                dx[i, j] = s * (dout[i, j] * weight[j] - mean_dxhat - xhat * mean_dxhat_xhat)
+    for chunk in range(n_chunks):
+        for j in range(c):
+            dweight[j] += partial_w[chunk, j]
+            dbias[j] += partial_b[chunk, j]
+
+
+# --------------------------------------------------------------------------------------------
+# GELU, tanh approximation
+
+
+def gelu_forward_reference(x):
+    return 0.5 * x * (1.0 + np.tanh(GELU_SCALE * (x + GELU_CUBIC * x ** 3)))
+
+
+def gelu_backward_reference(dout, x):
+    """d/dx of 0.5x(1+tanh(u)), u = s(x + 0.044715x^3): 0.5(1+tanh u) + 0.5x(1-tanh^2 u) u'."""
+    u = GELU_SCALE * (x + GELU_CUBIC * x ** 3)
+    t = np.tanh(u)
+    du = GELU_SCALE * (1.0 + 3.0 * GELU_CUBIC * x ** 2)
+    return dout * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
+
+
+@njit(parallel=True, cache=True)
+def gelu_forward(x, out):
+    """In place elementwise on flat (M,) arrays: out = gelu(x)."""
+    for i in prange(x.size):
+        v = x[i]
+        out[i] = 0.5 * v * (1.0 + math.tanh(GELU_SCALE * (v + GELU_CUBIC * v * v * v)))
+
+
+@njit(parallel=True, cache=True)
+def gelu_backward(dout, x, dx):
+    """In place elementwise on flat (M,) arrays: dx = dout * gelu'(x). dx may alias dout."""
+    for i in prange(x.size):
+        v = x[i]
+        t = math.tanh(GELU_SCALE * (v + GELU_CUBIC * v * v * v))
+        du = GELU_SCALE * (1.0 + 3.0 * GELU_CUBIC * v * v)
+        dx[i] = dout[i] * (0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * du)
+
+
+# --------------------------------------------------------------------------------------------
+# Causal softmax for attention scores
+
+
+def causal_softmax_forward_reference(scores, scale):
+    """scores: (BH, T, T) raw q.k -> probabilities with row t attending only to columns <= t."""
+    t = scores.shape[-1]
+    future = np.triu(np.ones((t, t), dtype=bool), k=1)
+    z = np.where(future, -np.inf, scores * scale)
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def causal_softmax_backward_reference(dprobs, probs, scale):
+    """d scores = scale * p * (dp - sum_k p_k dp_k), the softmax Jacobian-vector product."""
+    return scale * probs * (dprobs - (dprobs * probs).sum(axis=-1, keepdims=True))
+
+
+@njit(parallel=True, cache=True)
+def causal_softmax_forward(scores, scale):
+    """In place on scores (BH, T, T): each row t becomes softmax(scale * scores[t, :t+1]), then
+    zeros. Only the lower triangle is read; no -inf mask is ever built."""
+    bh, t, _ = scores.shape
+    for b in prange(bh):
+        for i in range(t):
+            row = scores[b, i]
+            mx = -np.inf
+            for j in range(i + 1):
+                if row[j] > mx:
+                    mx = row[j]
+            total = 0.0
+            for j in range(i + 1):
+                e = math.exp((row[j] - mx) * scale)
+                row[j] = e
+                total += e
+            inv = 1.0 / total
+            for j in range(i + 1):
+                row[j] *= inv
+            for j in range(i + 1, t):
+                row[j] = 0.0
+
+
+@njit(parallel=True, cache=True)
+def causal_softmax_backward(dprobs, probs, scale):
+    """In place: dprobs (BH, T, T) becomes the gradient of the raw scores (upper triangle 0)."""
+    bh, t, _ = probs.shape
+    for b in prange(bh):
+        for i in range(t):
+            dot = 0.0
+            for j in range(i + 1):
+                dot += dprobs[b, i, j] * probs[b, i, j]
+            for j in range(i + 1):
+                dprobs[b, i, j] = scale * probs[b, i, j] * (dprobs[b, i, j] - dot)
+            for j in range(i + 1, t):
+                dprobs[b, i, j] = 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# Softmax cross-entropy over the vocabulary
+
+
+def cross_entropy_forward_reference(logits, targets, ignore_index=-1):
+    """logits (N, V), targets (N,) -> (mean loss over non-ignored rows, probabilities (N, V))."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    logsumexp = np.log(np.exp(z).sum(axis=1))
+    keep = targets != ignore_index
+    rows = np.nonzero(keep)[0]
+    losses = logsumexp[rows] - z[rows, targets[rows]]
+    probs = np.exp(z - logsumexp[:, None])
+    return losses.sum() / max(len(rows), 1), probs
+
+
+def cross_entropy_backward_reference(probs, targets, dloss, ignore_index=-1):
+    """dlogits = dloss * (probs - onehot(targets)) / n_kept, and 0 on ignored rows."""
+    keep = targets != ignore_index
+    n_kept = max(int(keep.sum()), 1)
+    dlogits = probs.copy()
+    rows = np.nonzero(keep)[0]
+    dlogits[rows, targets[rows]] -= 1.0
+    dlogits[~keep] = 0.0
+    return dlogits * (dloss / n_kept)
+
+
+@njit(parallel=True, cache=True)
+def cross_entropy_forward(logits, targets, ignore_index, row_losses):
+    """In place: logits (N, V) become probabilities; row_losses (N,) gets -log p[target] (0 on
+    ignored rows). One read and one write of the big (N, V) array, plus the max pass."""
+    n, v = logits.shape
+    for i in prange(n):
+        row = logits[i]
+        target = targets[i]
+        target_logit = row[target] if target != ignore_index else 0.0
+        mx = -np.inf
+        for j in range(v):
+            if row[j] > mx:
+                mx = row[j]
+        total = 0.0
+        for j in range(v):
+            e = math.exp(row[j] - mx)
+            row[j] = e
+            total += e
+        inv = 1.0 / total
+        for j in range(v):
+            row[j] *= inv
+        # -log p[target] = log(sum exp(z - max)) - (z[target] - max), taken from the logit
+        # itself so it stays exact where p[target] underflows to 0.
+        row_losses[i] = 0.0 if target == ignore_index else math.log(total) - (target_logit - mx)
+
+
+@njit(parallel=True, cache=True)
+def cross_entropy_backward(probs, targets, ignore_index, scale):
+    """In place: probs (N, V) become dlogits = scale * (probs - onehot); ignored rows become 0."""
+    n, v = probs.shape
+    for i in prange(n):
+        row = probs[i]
+        target = targets[i]
+        if target == ignore_index:
+            for j in range(v):
+                row[j] = 0.0
+        else:
+            for j in range(v):
+                row[j] *= scale
+            row[target] -= scale
+
+
+# --------------------------------------------------------------------------------------------
+# Embedding backward
+
+
+def embedding_backward_reference(dweight, ids, dout):
+    """dweight (V, C) += scatter-add of dout (N, C) rows at ids (N,); repeated ids sum."""
+    np.add.at(dweight, ids, dout)
+
+
+@njit(parallel=True, cache=True)
+def embedding_backward(dweight, ids, dout):
+    """In place: dweight[ids[i]] += dout[i]. Columns split across cores: two rows of dout may
+    hit the same id, so splitting rows would race, but column blocks never overlap."""
+    n, c = dout.shape
+    block = 64
+    n_blocks = (c + block - 1) // block
+    for b in prange(n_blocks):
+        lo = b * block
+        hi = min(c, lo + block)
+        for i in range(n):
+            row = ids[i]
+            for j in range(lo, hi):
+                dweight[row, j] += dout[i, j]
+
+
+# --------------------------------------------------------------------------------------------
+# AdamW
+
+
+def adamw_reference(param, grad, m, v, decay, lr, beta1, beta2, eps, weight_decay, step):
+    """One AdamW step in place (decoupled weight decay on entries where decay is true)."""
+    m[:] = beta1 * m + (1 - beta1) * grad
+    v[:] = beta2 * v + (1 - beta2) * grad * grad
+    m_hat = m / (1 - beta1 ** step)
+    v_hat = v / (1 - beta2 ** step)
+    param[:] = param - lr * (m_hat / (np.sqrt(v_hat) + eps) + weight_decay * decay * param)
+
+
+@njit(parallel=True, cache=True)
+def adamw(param, grad, m, v, decay, lr, beta1, beta2, eps, weight_decay, step):
+    """One pass over the flat (P,) buffers: moments, bias correction, decay, update."""
+    correction1 = 1.0 - beta1 ** step
+    correction2 = 1.0 - beta2 ** step
+    for i in prange(param.size):
+        g = grad[i]
+        mi = beta1 * m[i] + (1.0 - beta1) * g
+        vi = beta2 * v[i] + (1.0 - beta2) * g * g
+        m[i] = mi
+        v[i] = vi
+        update = (mi / correction1) / (math.sqrt(vi / correction2) + eps)
+        if decay[i]:
+            update += weight_decay * param[i]
+        param[i] -= lr * update
+
+
+@njit(parallel=True, cache=True)
+def sum_of_squares(x):
+    """Sum of x*x over a flat array, accumulated in float64 (for the global gradient norm)."""
+    total = 0.0
+    for i in prange(x.size):
+        total += np.float64(x[i]) * np.float64(x[i])
+    return total

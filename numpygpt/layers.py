@@ -1,0 +1,266 @@
+"""GPT-2's layers, each a forward/backward pair side by side.
+
+The contract, for every layer:
+- `forward(x, ...)` returns the output and keeps exactly what `backward` will need.
+- `backward(dout)` takes dL/d(output) and returns dL/d(input). Parameter gradients are
+  *accumulated* (`+=`) into the views of the model's flat gradient buffer, so a weight used
+  twice (the tied embedding) and several micro-batches (gradient accumulation) both just add up.
+- Dropout is active only when a `numpy.random.Generator` is passed to `forward`: training
+  passes one, evaluation passes None. The generator is the only source of randomness.
+
+Shapes: B batch, T time (tokens), C width (n_embd), H heads, D = C / H head size, V vocab.
+Activations are float32 (float64 for gradient checks); matmuls are reshaped to 2-D for BLAS.
+"""
+import math
+
+import numpy as np
+
+from . import kernels
+
+
+class Embedding:
+    """Row lookup: out[..., :] = weight[ids[...]]. weight: (V, C)."""
+
+    def __init__(self, params, name):
+        self.weight = params[f"{name}.weight"]
+        self.dweight = params.grads[f"{name}.weight"]
+
+    def forward(self, ids):
+        """ids: (...,) integers -> (..., C)."""
+        self.ids = ids
+        return self.weight[ids]
+
+    def backward(self, dout):
+        """dout: (..., C). Nothing flows to the integer ids.
+
+        out[n] = weight[ids[n]], so dL/dweight[v] = sum of dout[n] over every n with ids[n] == v:
+        a scatter-add, where a repeated id collects the sum of all its rows.
+        """
+        c = self.weight.shape[1]
+        kernels.embedding_backward(self.dweight, self.ids.reshape(-1), dout.reshape(-1, c))
+
+
+class LayerNorm:
+    """out = (x - mean) / sqrt(var + eps) * weight + bias over the last axis. weight, bias: (C,)."""
+
+    def __init__(self, params, name, eps=1e-5):
+        self.weight = params[f"{name}.weight"]
+        self.bias = params[f"{name}.bias"]
+        self.dweight = params.grads[f"{name}.weight"]
+        self.dbias = params.grads[f"{name}.bias"]
+        self.eps = eps
+
+    def forward(self, x):
+        """x: (..., C) -> (..., C). Keeps x, and per row the mean and 1/std (rstd)."""
+        self.x = x.reshape(-1, x.shape[-1])
+        n = self.x.shape[0]
+        out = np.empty_like(self.x)
+        self.mean = np.empty(n, dtype=x.dtype)
+        self.rstd = np.empty(n, dtype=x.dtype)
+        kernels.layernorm_forward(self.x, self.weight, self.bias, self.eps, out, self.mean, self.rstd)
+        return out.reshape(x.shape)
+
+    def backward(self, dout):
+        """dout: (..., C) -> dx (..., C); += dweight, dbias.
+
+        With xhat = (x - mean) * rstd and out = xhat * w + b, per row of C features:
+          dbias   += dout                      (summed over rows)
+          dweight += dout * xhat               (summed over rows)
+          dxhat    = dout * w
+        xhat depends on x directly and through the row's mean and variance, which gives
+          dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
+        The two subtracted means are the terms that a naive "divide by std" backward forgets.
+        """
+        dout2 = dout.reshape(self.x.shape)
+        dx = np.empty_like(self.x)
+        kernels.layernorm_backward(dout2, self.x, self.mean, self.rstd, self.weight,
+                                   dx, self.dweight, self.dbias)
+        return dx.reshape(dout.shape)
+
+
+class Linear:
+    """out = x @ weight + bias. weight: (C_in, C_out), the layout GPT-2's Conv1D stores."""
+
+    def __init__(self, params, name, bias=True):
+        self.weight = params[f"{name}.weight"]
+        self.dweight = params.grads[f"{name}.weight"]
+        self.bias = params[f"{name}.bias"] if bias else None
+        self.dbias = params.grads[f"{name}.bias"] if bias else None
+
+    def forward(self, x):
+        """x: (..., C_in) -> (..., C_out), as one (N, C_in) @ (C_in, C_out) BLAS call."""
+        self.x = x.reshape(-1, x.shape[-1])
+        out = self.x @ self.weight
+        if self.bias is not None:
+            out += self.bias
+        return out.reshape(*x.shape[:-1], self.weight.shape[1])
+
+    def backward(self, dout):
+        """dout: (..., C_out) -> dx (..., C_in); += dweight, dbias.
+
+        out[n, j] = sum_i x[n, i] W[i, j] + b[j], so with the N rows flattened:
+          dW += x.T @ dout     (C_in, N) @ (N, C_out)
+          db += dout summed over rows
+          dx  = dout @ W.T     (N, C_out) @ (C_out, C_in)
+        """
+        dout2 = dout.reshape(-1, self.weight.shape[1])
+        self.dweight += self.x.T @ dout2
+        if self.bias is not None:
+            self.dbias += dout2.sum(axis=0)
+        return (dout2 @ self.weight.T).reshape(*dout.shape[:-1], self.weight.shape[0])
+
+
+class GELU:
+    """GPT-2's tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+
+    def forward(self, x):
+        self.x = x
+        out = np.empty_like(x)
+        kernels.gelu_forward(x.reshape(-1), out.reshape(-1))
+        return out
+
+    def backward(self, dout):
+        """dx = dout * gelu'(x), elementwise, where with u = s (x + 0.044715 x^3):
+          gelu'(x) = 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) * s (1 + 3 * 0.044715 x^2)
+        """
+        dx = np.empty_like(dout)
+        kernels.gelu_backward(np.ascontiguousarray(dout).reshape(-1), self.x.reshape(-1), dx.reshape(-1))
+        return dx
+
+
+class Dropout:
+    """Zero each element with probability p while training, and scale the survivors by 1/(1-p)
+    so the expected output equals the input; the identity in evaluation (rng is None)."""
+
+    def __init__(self, p):
+        self.p = p
+
+    def forward(self, x, rng):
+        if rng is None or self.p == 0.0:
+            self.mask = None
+            return x
+        # The survivors' scale is folded into the mask, so backward is one multiply.
+        self.mask = (rng.random(x.shape, dtype=x.dtype) >= self.p).astype(x.dtype)
+        self.mask *= 1.0 / (1.0 - self.p)
+        return x * self.mask
+
+    def backward(self, dout):
+        """out = x * mask, so dx = dout * mask: dropped elements pass no gradient."""
+        return dout if self.mask is None else dout * self.mask
+
+
+class CausalSelfAttention:
+    """Multi-head self-attention where position t sees only positions <= t.
+
+    c_attn: (C, 3C) fused q/k/v projection; c_proj: (C, C) output projection.
+    """
+
+    def __init__(self, params, name, n_head, dropout, qkv_bias=True, bias=True):
+        self.c_attn = Linear(params, f"{name}.c_attn", bias=qkv_bias)
+        self.c_proj = Linear(params, f"{name}.c_proj", bias=bias)
+        self.attn_dropout = Dropout(dropout)
+        self.resid_dropout = Dropout(dropout)
+        self.n_head = n_head
+
+    def forward(self, x, rng=None):
+        """x: (B, T, C) -> (B, T, C)."""
+        b, t, c = x.shape
+        h, d = self.n_head, c // self.n_head
+        self.scale = 1.0 / math.sqrt(d)
+        qkv = self.c_attn.forward(x)                                  # (B, T, 3C)
+        # One copy into (3, B, H, T, D) gives contiguous q, k, v for the batched matmuls.
+        q, k, v = np.ascontiguousarray(qkv.reshape(b, t, 3, h, d).transpose(2, 0, 3, 1, 4))
+        scores = q @ k.swapaxes(-1, -2)                               # (B, H, T, T)
+        kernels.causal_softmax_forward(scores.reshape(b * h, t, t), self.scale)
+        probs = scores                                                # softmaxed in place
+        att = self.attn_dropout.forward(probs, rng)
+        y = att @ v                                                   # (B, H, T, D)
+        self.q, self.k, self.v, self.probs, self.att = q, k, v, probs, att
+        y = y.transpose(0, 2, 1, 3).reshape(b, t, c)                  # heads side by side
+        return self.resid_dropout.forward(self.c_proj.forward(y), rng)
+
+    def backward(self, dout):
+        """dout: (B, T, C) -> dx (B, T, C).
+
+        Per head, with P = softmax(scale * Q K^T + causal mask) and A = dropout(P), Y = A V:
+          dA = dY V^T                         dV = A^T dY
+          dP = dropout backward of dA
+          dS = scale * P * (dP - rowsum(dP * P))     the softmax Jacobian; masked entries 0
+          dQ = dS K                           dK = dS^T Q
+        then dQ, dK, dV are laid back side by side as the gradient of the fused qkv output.
+        """
+        b, t, c = dout.shape
+        h, d = self.n_head, c // self.n_head
+        dy = self.c_proj.backward(self.resid_dropout.backward(dout))
+        dy = dy.reshape(b, t, h, d).transpose(0, 2, 1, 3)            # (B, H, T, D)
+        datt = dy @ self.v.swapaxes(-1, -2)                           # (B, H, T, T)
+        dqkv = np.empty((b, t, 3, h, d), dtype=dout.dtype)
+        dqkv_heads = dqkv.transpose(2, 0, 3, 1, 4)                    # (3, B, H, T, D) view
+        dqkv_heads[2] = self.att.swapaxes(-1, -2) @ dy
+        dscores = np.ascontiguousarray(self.attn_dropout.backward(datt))
+        kernels.causal_softmax_backward(dscores.reshape(b * h, t, t), self.probs.reshape(b * h, t, t),
+                                        self.scale)
+        dqkv_heads[0] = dscores @ self.k
+        dqkv_heads[1] = dscores.swapaxes(-1, -2) @ self.q
+        return self.c_attn.backward(dqkv.reshape(b, t, 3 * c))
+
+
+class MLP:
+    """Linear (C -> 4C), GELU, Linear (4C -> C), dropout."""
+
+    def __init__(self, params, name, dropout, bias=True):
+        self.c_fc = Linear(params, f"{name}.c_fc", bias=bias)
+        self.gelu = GELU()
+        self.c_proj = Linear(params, f"{name}.c_proj", bias=bias)
+        self.dropout = Dropout(dropout)
+
+    def forward(self, x, rng=None):
+        return self.dropout.forward(self.c_proj.forward(self.gelu.forward(self.c_fc.forward(x))), rng)
+
+    def backward(self, dout):
+        """The chain rule applied in reverse order of the forward pass."""
+        return self.c_fc.backward(self.gelu.backward(self.c_proj.backward(self.dropout.backward(dout))))
+
+
+class Block:
+    """A pre-LN transformer block: x + attn(ln_1(x)), then + mlp(ln_2(.))."""
+
+    def __init__(self, params, name, config):
+        self.ln_1 = LayerNorm(params, f"{name}.ln_1")
+        self.attn = CausalSelfAttention(params, f"{name}.attn", config.n_head, config.dropout,
+                                        qkv_bias=config.qkv_bias, bias=config.bias)
+        self.ln_2 = LayerNorm(params, f"{name}.ln_2")
+        self.mlp = MLP(params, f"{name}.mlp", config.dropout, bias=config.bias)
+
+    def forward(self, x, rng=None):
+        """x: (B, T, C) -> (B, T, C)."""
+        x = x + self.attn.forward(self.ln_1.forward(x), rng)
+        return x + self.mlp.forward(self.ln_2.forward(x), rng)
+
+    def backward(self, dout):
+        """A residual y = x + f(x) has dy/dx = I + f'(x): the gradient takes both paths, the
+        identity unchanged and the branch through f's backward, and the two are summed."""
+        dx = dout + self.ln_2.backward(self.mlp.backward(dout))
+        return dx + self.ln_1.backward(self.attn.backward(dx))
+
+
+class LMHead:
+    """logits = x @ weight.T with weight (V, C): the token embedding itself when tied."""
+
+    def __init__(self, params, name):
+        self.weight = params[name]
+        self.dweight = params.grads[name]
+
+    def forward(self, x):
+        """x: (B, T, C) -> logits (B, T, V)."""
+        self.x = x.reshape(-1, x.shape[-1])
+        return (self.x @ self.weight.T).reshape(*x.shape[:-1], self.weight.shape[0])
+
+    def backward(self, dlogits):
+        """dlogits: (B, T, V) -> dx (B, T, C).
+          dW += dlogits.T @ x   (V, N) @ (N, C); when tied this adds to the embedding's gradient
+          dx  = dlogits @ W     (N, V) @ (V, C)
+        """
+        d2 = dlogits.reshape(-1, self.weight.shape[0])
+        self.dweight += d2.T @ self.x
+        return (d2 @ self.weight).reshape(*dlogits.shape[:-1], self.weight.shape[1])

@@ -1,0 +1,117 @@
+"""GPT: token + position embeddings -> pre-LN blocks -> final LayerNorm -> LM head."""
+import numpy as np
+
+from .config import GPTConfig
+from .layers import Block, Dropout, Embedding, LayerNorm, LMHead
+from .loss import SoftmaxCrossEntropy
+from .params import Parameters
+
+
+def parameter_shapes(config: GPTConfig) -> dict:
+    """{GPT-2 name: shape}, in the order of the flat buffer. Linear weights are (in, out)."""
+    c, v = config.n_embd, config.vocab_size
+    shapes = {"wte.weight": (v, c), "wpe.weight": (config.block_size, c)}
+    for i in range(config.n_layer):
+        p = f"h.{i}"
+        shapes[f"{p}.ln_1.weight"] = (c,)
+        shapes[f"{p}.ln_1.bias"] = (c,)
+        shapes[f"{p}.attn.c_attn.weight"] = (c, 3 * c)
+        if config.qkv_bias:
+            shapes[f"{p}.attn.c_attn.bias"] = (3 * c,)
+        shapes[f"{p}.attn.c_proj.weight"] = (c, c)
+        if config.bias:
+            shapes[f"{p}.attn.c_proj.bias"] = (c,)
+        shapes[f"{p}.ln_2.weight"] = (c,)
+        shapes[f"{p}.ln_2.bias"] = (c,)
+        shapes[f"{p}.mlp.c_fc.weight"] = (c, 4 * c)
+        if config.bias:
+            shapes[f"{p}.mlp.c_fc.bias"] = (4 * c,)
+        shapes[f"{p}.mlp.c_proj.weight"] = (4 * c, c)
+        if config.bias:
+            shapes[f"{p}.mlp.c_proj.bias"] = (c,)
+    shapes["ln_f.weight"] = (c,)
+    shapes["ln_f.bias"] = (c,)
+    if not config.tie_weights:
+        shapes["lm_head.weight"] = (v, c)
+    return shapes
+
+
+def init_gpt2(params: Parameters, config: GPTConfig, rng: np.random.Generator):
+    """GPT-2's initialisation: weights N(0, 0.02), the residual projections (attn.c_proj,
+    mlp.c_proj) N(0, 0.02 / sqrt(2 n_layer)) so the residual stream's variance does not grow
+    with depth, zero biases, unit LayerNorm gains."""
+    for name, shape in params.shapes.items():
+        view = params[name]
+        if name.endswith(".bias"):
+            view[...] = 0.0
+        elif ".ln_" in name or name.startswith("ln_f"):
+            view[...] = 1.0
+        else:
+            std = 0.02
+            if name.endswith("c_proj.weight"):
+                std /= np.sqrt(2 * config.n_layer)
+            view[...] = rng.normal(0.0, std, size=shape)
+
+
+def is_decayed(name: str, shape: tuple) -> bool:
+    """AdamW's weight decay applies to matrices and embeddings, not biases or LayerNorm gains."""
+    return len(shape) >= 2
+
+
+class GPT:
+    """A GPT-2 language model whose forward and backward passes are written by hand.
+
+    model.forward(ids) -> logits                     inference
+    model.loss(ids, targets, rng) -> float          keeps what backward needs
+    model.backward()                                 += dL/dparams into model.params.grads
+    Dropout is on when `rng` (a numpy Generator) is given, off when it is None.
+    """
+
+    def __init__(self, config: GPTConfig, seed: int = 0):
+        self.config = config
+        self.params = Parameters(parameter_shapes(config), dtype=config.dtype)
+        init_gpt2(self.params, config, np.random.default_rng(seed))
+        self.wte = Embedding(self.params, "wte")
+        self.wpe = Embedding(self.params, "wpe")
+        self.drop = Dropout(config.dropout)
+        self.blocks = [Block(self.params, f"h.{i}", config) for i in range(config.n_layer)]
+        self.ln_f = LayerNorm(self.params, "ln_f")
+        self.lm_head = LMHead(self.params, "wte.weight" if config.tie_weights else "lm_head.weight")
+        self.criterion = SoftmaxCrossEntropy(ignore_index=-1)
+
+    def forward(self, ids, rng=None):
+        """ids: (B, T) integers -> logits (B, T, V)."""
+        ids = np.asarray(ids)
+        if ids.ndim != 2:
+            raise ValueError(f"ids must be (batch, time), got shape {ids.shape}")
+        t = ids.shape[1]
+        if t > self.config.block_size:
+            raise ValueError(f"sequence of {t} tokens is longer than the context ({self.config.block_size})")
+        x = self.wte.forward(ids) + self.wpe.forward(np.arange(t))
+        x = self.drop.forward(x, rng)
+        for block in self.blocks:
+            x = block.forward(x, rng)
+        return self.lm_head.forward(self.ln_f.forward(x))
+
+    def loss(self, ids, targets, rng=None) -> float:
+        """Mean cross-entropy of predicting targets (B, T) (-1 = ignore) from ids (B, T)."""
+        logits = self.forward(ids, rng)
+        self._logits_shape = logits.shape
+        return self.criterion.forward(logits.reshape(-1, logits.shape[-1]), np.asarray(targets))
+
+    def backward(self, dloss: float = 1.0):
+        """Accumulate dloss * dL/dparams for the last `loss` call. Pass 1/k as dloss to average
+        k micro-batches."""
+        dx = self.lm_head.backward(self.criterion.backward(dloss).reshape(self._logits_shape))
+        dx = self.ln_f.backward(dx)
+        for block in reversed(self.blocks):
+            dx = block.backward(dx)
+        dx = self.drop.backward(dx)
+        self.wte.backward(dx)
+        self.wpe.backward(dx.sum(axis=0))  # the same positions serve every sequence in the batch
+
+    def zero_grad(self):
+        self.params.zero_grad()
+
+    def num_parameters(self) -> int:
+        return self.params.count

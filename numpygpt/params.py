@@ -1,0 +1,79 @@
+"""All parameters in one flat buffer, and all gradients in another.
+
+Each tensor is a named view into the flat buffer, named as in GPT-2 (`h.0.attn.c_attn.weight`).
+The optimizer, gradient clipping, checkpoints and an all-reduce then work on one contiguous
+array instead of a list of a hundred small ones, and zeroing the gradients is one fill.
+"""
+import numpy as np
+
+ALIGN = 16  # elements; each tensor starts on a 64-byte boundary (float32) for SIMD loads
+
+
+class Parameters:
+    """Flat parameter and gradient storage.
+
+    shapes: {name: shape} in a fixed order (the order of the flat buffer).
+    data, grad: (P,) arrays of `dtype`; `self[name]` and `self.grads[name]` are views.
+    """
+
+    def __init__(self, shapes: dict, dtype=np.float32):
+        self.dtype = np.dtype(dtype)
+        self.shapes = {name: tuple(shape) for name, shape in shapes.items()}
+        self.offsets = {}
+        offset = 0
+        for name, shape in self.shapes.items():
+            self.offsets[name] = offset
+            size = int(np.prod(shape, dtype=np.int64))
+            offset += -(-size // ALIGN) * ALIGN
+        self.data = np.zeros(offset, dtype=self.dtype)
+        self.grad = np.zeros(offset, dtype=self.dtype)
+        self.values = {name: self._view(self.data, name) for name in self.shapes}
+        self.grads = {name: self._view(self.grad, name) for name in self.shapes}
+
+    def _view(self, flat, name):
+        start = self.offsets[name]
+        size = int(np.prod(self.shapes[name], dtype=np.int64))
+        return flat[start:start + size].reshape(self.shapes[name])
+
+    def __getitem__(self, name):
+        return self.values[name]
+
+    def __iter__(self):
+        return iter(self.shapes)
+
+    def __len__(self):
+        return len(self.shapes)
+
+    @property
+    def count(self) -> int:
+        """Number of real parameters (alignment padding not counted)."""
+        return sum(int(np.prod(s, dtype=np.int64)) for s in self.shapes.values())
+
+    def zero_grad(self):
+        self.grad.fill(0)
+
+    def mask(self, predicate) -> np.ndarray:
+        """A (P,) bool array, true on the entries of every tensor whose (name, shape) passes."""
+        out = np.zeros(self.data.size, dtype=np.bool_)
+        for name, shape in self.shapes.items():
+            if predicate(name, shape):
+                start = self.offsets[name]
+                out[start:start + int(np.prod(shape, dtype=np.int64))] = True
+        return out
+
+    def state_dict(self) -> dict:
+        """{name: array copy}, for checkpoints."""
+        return {name: view.copy() for name, view in self.values.items()}
+
+    def load_state_dict(self, tensors: dict):
+        missing = set(self.shapes) - set(tensors)
+        if missing:
+            raise ValueError(f"missing parameters: {', '.join(sorted(missing))}")
+        unexpected = set(tensors) - set(self.shapes)
+        if unexpected:
+            raise ValueError(f"unexpected parameters: {', '.join(sorted(unexpected))}")
+        for name, array in tensors.items():
+            if tuple(array.shape) != self.shapes[name]:
+                raise ValueError(f"parameter {name} has shape {tuple(array.shape)}, "
+                                 f"the model expects {self.shapes[name]}")
+            self.values[name][...] = array

@@ -1,0 +1,132 @@
+"""Every Numba kernel against the plain NumPy reference beside it, in float32 and float64."""
+import numpy as np
+from hypothesis import given, settings, strategies as st
+
+from numpygpt import kernels
+
+SETTINGS = settings(max_examples=15, deadline=None)
+dtypes = st.sampled_from([np.float32, np.float64])
+rows = st.integers(1, 37)
+cols = st.integers(1, 70)
+
+
+def tol(dtype):
+    """float32 kernels are held to float32 rounding of the float64 reference's answer."""
+    return dict(rtol=2e-5, atol=2e-6) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-12)
+
+
+def f64(*arrays):
+    """The references run in float64, so their own rounding never loosens the comparison."""
+    return [a.astype(np.float64) for a in arrays]
+
+
+def normal(rng, shape, dtype, scale=1.0):
+    return (rng.normal(size=shape) * scale).astype(dtype)
+
+
+@SETTINGS
+@given(n=rows, c=cols, dtype=dtypes)
+def test_layernorm_forward_and_backward(n, c, dtype):
+    rng = np.random.default_rng(n * 100 + c)
+    x, w, b, dout = (normal(rng, s, dtype) for s in [(n, c), (c,), (c,), (n, c)])
+    out, mean, rstd = np.empty_like(x), np.empty(n, dtype), np.empty(n, dtype)
+    kernels.layernorm_forward(x, w, b, 1e-5, out, mean, rstd)
+    ref_out, ref_mean, ref_rstd = kernels.layernorm_forward_reference(*f64(x, w, b))
+    for got, want in [(out, ref_out), (mean, ref_mean), (rstd, ref_rstd)]:
+        np.testing.assert_allclose(got, want, **tol(dtype))
+    dx = np.empty_like(x)
+    dw, db = np.ones(c, dtype), np.ones(c, dtype)  # accumulates onto what is there
+    kernels.layernorm_backward(dout, x, mean, rstd, w, dx, dw, db)
+    ref_dx, ref_dw, ref_db = kernels.layernorm_backward_reference(*f64(dout, x, mean, rstd, w))
+    np.testing.assert_allclose(dx, ref_dx, **tol(dtype))
+    np.testing.assert_allclose(dw, 1 + ref_dw, **tol(dtype))
+    np.testing.assert_allclose(db, 1 + ref_db, **tol(dtype))
+
+
+@SETTINGS
+@given(n=st.integers(1, 500), dtype=dtypes)
+def test_gelu_forward_and_backward(n, dtype):
+    rng = np.random.default_rng(n)
+    x, dout = normal(rng, n, dtype, 3.0), normal(rng, n, dtype)
+    out, dx = np.empty_like(x), np.empty_like(x)
+    kernels.gelu_forward(x, out)
+    kernels.gelu_backward(dout, x, dx)
+    np.testing.assert_allclose(out, kernels.gelu_forward_reference(*f64(x)), **tol(dtype))
+    np.testing.assert_allclose(dx, kernels.gelu_backward_reference(*f64(dout, x)), **tol(dtype))
+
+
+@SETTINGS
+@given(bh=st.integers(1, 6), t=st.integers(1, 19), dtype=dtypes)
+def test_causal_softmax_forward_and_backward(bh, t, dtype):
+    rng = np.random.default_rng(bh * 50 + t)
+    scores, dprobs = normal(rng, (bh, t, t), dtype, 3.0), normal(rng, (bh, t, t), dtype)
+    scale = 0.37
+    ref = kernels.causal_softmax_forward_reference(*f64(scores), scale)
+    probs = scores.copy()
+    kernels.causal_softmax_forward(probs, scale)
+    np.testing.assert_allclose(probs, ref, **tol(dtype))
+    assert np.all(np.triu(probs[0], k=1) == 0)
+    ref_d = kernels.causal_softmax_backward_reference(*f64(dprobs, ref), scale)
+    kernels.causal_softmax_backward(dprobs, probs, scale)
+    np.testing.assert_allclose(dprobs, ref_d, **tol(dtype))
+
+
+@SETTINGS
+@given(n=rows, v=st.integers(1, 300), dtype=dtypes, data=st.data())
+def test_cross_entropy_forward_and_backward(n, v, dtype, data):
+    rng = np.random.default_rng(n * 1000 + v)
+    logits = normal(rng, (n, v), dtype, 4.0)
+    targets = rng.integers(0, v, size=n)
+    targets[rng.random(n) < data.draw(st.sampled_from([0.0, 0.3, 1.0]))] = -1
+    ref_loss, ref_probs = kernels.cross_entropy_forward_reference(*f64(logits), targets)
+    row_losses = np.empty(n)
+    probs = logits.copy()
+    kernels.cross_entropy_forward(probs, targets, -1, row_losses)
+    n_kept = max((targets != -1).sum(), 1)
+    np.testing.assert_allclose(row_losses.sum() / n_kept, ref_loss, **tol(dtype))
+    np.testing.assert_allclose(probs, ref_probs, **tol(dtype))
+    ref_d = kernels.cross_entropy_backward_reference(ref_probs, targets, 0.7)
+    kernels.cross_entropy_backward(probs, targets, -1, 0.7 / n_kept)
+    np.testing.assert_allclose(probs, ref_d, **tol(dtype))
+
+
+def test_cross_entropy_is_exact_where_probability_underflows():
+    """A target 200 nats below the max has p = 0 in float32, yet its loss is still 200."""
+    logits = np.array([[0.0, -200.0]], dtype=np.float32)
+    row_losses = np.empty(1)
+    kernels.cross_entropy_forward(logits, np.array([1]), -1, row_losses)
+    assert abs(row_losses[0] - 200.0) < 1e-4
+
+
+@SETTINGS
+@given(n=rows, v=st.integers(1, 9), c=cols, dtype=dtypes)
+def test_embedding_backward(n, v, c, dtype):
+    rng = np.random.default_rng(n + v + c)
+    ids = rng.integers(0, v, size=n)
+    dout = normal(rng, (n, c), dtype)
+    got, want = np.ones((v, c), dtype), np.ones((v, c), dtype)
+    kernels.embedding_backward(got, ids, dout)
+    kernels.embedding_backward_reference(want, ids, dout)
+    np.testing.assert_allclose(got, want, **tol(dtype))
+
+
+@SETTINGS
+@given(p=st.integers(1, 1000), step=st.integers(1, 50), dtype=dtypes)
+def test_adamw(p, step, dtype):
+    rng = np.random.default_rng(p + step)
+    param, grad = normal(rng, p, dtype), normal(rng, p, dtype)
+    m, v = normal(rng, p, dtype) * 0.1, np.abs(normal(rng, p, dtype)) * 0.01
+    decay = rng.random(p) < 0.5
+    args = (decay, 1e-3, 0.9, 0.95, 1e-8, 0.1, step)
+    want = [a.copy() for a in (param, grad, m, v)]
+    kernels.adamw_reference(want[0], want[1], want[2], want[3], *args)
+    kernels.adamw(param, grad, m, v, *args)
+    for got, expected in zip((param, m, v), (want[0], want[2], want[3])):
+        np.testing.assert_allclose(got, expected, **tol(dtype))
+
+
+@SETTINGS
+@given(p=st.integers(1, 5000), dtype=dtypes)
+def test_sum_of_squares(p, dtype):
+    x = normal(np.random.default_rng(p), p, dtype)
+    np.testing.assert_allclose(kernels.sum_of_squares(x), np.sum(x.astype(np.float64) ** 2), rtol=1e-10)
