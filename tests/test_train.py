@@ -1,0 +1,200 @@
+"""train.py end to end on tiny data: learning, checkpoints, exact resume, and every bad input
+giving one clear error line without touching an existing checkpoint."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import train
+from numpygpt import checkpoint
+from conftest import REPO_ROOT
+
+TINY = ["--model", "tiny", "--block-size", "16", "--batch-size", "4", "--eval-iters", "2",
+        "--sample-tokens", "0"]
+
+
+@pytest.fixture(autouse=True)
+def cache_in_tmp(tmp_path, monkeypatch):
+    """Token caches and downloads go to a temporary data folder, never the repository's."""
+    monkeypatch.setenv("NUMPYGPT_DATA_DIR", str(tmp_path / "data"))
+
+
+@pytest.fixture
+def verdict(data_dir):
+    return str(data_dir / "the-verdict.txt")
+
+
+@pytest.fixture
+def run(verdict, gpt2_dir, tmp_path):
+    """train.main with the tiny settings on The Verdict; returns (exit code, out dir)."""
+    def run(*flags, out="out", data=verdict):
+        out_dir = tmp_path / out
+        argv = TINY + ["--data", data, "--tokenizer", str(gpt2_dir), "--out-dir", str(out_dir), *flags]
+        return train.main(argv), out_dir
+    return run
+
+
+def losses(out_dir):
+    return [(r["step"], r["loss"]) for r in map(json.loads, (out_dir / "metrics.jsonl").read_text().splitlines())]
+
+
+def test_training_learns_and_saves_a_checkpoint(run):
+    code, out = run("--steps", "40", "--eval-interval", "20", "--lr", "3e-3")
+    assert code == 0
+    evals = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if "val_loss" in l]
+    assert evals[-1]["train_loss"] < evals[0]["train_loss"] - 0.5
+    ckpt = checkpoint.load(out)
+    assert ckpt.train_state["step"] == 40 and ckpt.optimizer_state["step"] == 40
+    assert (ckpt.tokenizer_dir / "encoder.json").exists()
+    assert checkpoint.load(out, "best").path.exists()
+
+
+def test_same_seed_gives_the_same_losses_bit_for_bit(run, tmp_path):
+    assert run("--steps", "10", "--eval-interval", "5", "--dropout", "0.1", out="a")[0] == 0
+    assert run("--steps", "10", "--eval-interval", "5", "--dropout", "0.1", out="b")[0] == 0
+    assert losses(tmp_path / "a") == losses(tmp_path / "b")
+
+
+def test_resume_is_exact(run, tmp_path):
+    """20 steps straight == 10 steps, stop, --resume, 10 more: same losses and same weights."""
+    flags = ["--eval-interval", "5", "--lr-decay-steps", "20", "--dropout", "0.1"]
+    assert run("--steps", "20", *flags, out="straight")[0] == 0
+    assert run("--steps", "10", *flags, out="split")[0] == 0
+    assert run("--steps", "20", "--resume", out="split")[0] == 0
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert losses(straight) == losses(split)
+    a, b = checkpoint.load(straight), checkpoint.load(split)
+    for name in a.tensors:
+        np.testing.assert_array_equal(a.tensors[name], b.tensors[name])
+    np.testing.assert_array_equal(a.optimizer_state["m"], b.optimizer_state["m"])
+
+
+def error_line(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("train.py: error: "), err
+    assert "Traceback" not in "\n".join(err)
+    return err[-1]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--steps", "-1"], "--steps must not be negative"),
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--block-size", "4096"], "block-size"),
+    (["--lr", "0"], "--lr must be positive"),
+    (["--n-head", "3"], "multiple of n_head"),
+])
+def test_nonsense_flags(run, capsys, flags, message):
+    code, _ = run("--steps", "1", *flags)
+    assert code == 2 and message in error_line(capsys)
+
+
+def test_bad_data(run, tmp_path, capsys):
+    missing = tmp_path / "missing.txt"
+    assert run("--steps", "1", data=str(missing))[0] == 2
+    assert "data not found" in error_line(capsys)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n")
+    assert run("--steps", "1", data=str(empty))[0] == 2
+    assert "holds no text" in error_line(capsys)
+    binary = tmp_path / "latin1.txt"
+    binary.write_bytes("caf\xe9 au lait\n".encode("latin-1") * 10)
+    assert run("--steps", "1", data=str(binary))[0] == 2
+    assert "not UTF-8" in error_line(capsys)
+    short = tmp_path / "short.txt"
+    short.write_text("To be, or not to be.\n" * 3)
+    assert run("--steps", "1", data=str(short))[0] == 2
+    assert "fewer than one window" in error_line(capsys)
+    folder = tmp_path / "nothing"
+    folder.mkdir()
+    assert run("--steps", "1", data=str(folder))[0] == 2
+    assert "no .txt files" in error_line(capsys)
+
+
+def test_existing_checkpoint_is_never_overwritten(run, capsys):
+    code, out = run("--steps", "5", "--eval-interval", "5")
+    assert code == 0
+    before = (out / "checkpoint.json").read_text()
+    capsys.readouterr()
+    assert run("--steps", "5")[0] == 2
+    assert "already holds a checkpoint" in error_line(capsys)
+    assert (out / "checkpoint.json").read_text() == before
+
+
+def test_resume_errors(run, tmp_path, capsys):
+    assert run("--steps", "5", "--resume", out="nothing")[0] == 2
+    assert "run train.py first" in error_line(capsys)
+    code, out = run("--steps", "5", "--eval-interval", "5")
+    assert code == 0
+    capsys.readouterr()
+    assert run("--steps", "10", "--resume", "--n-layer", "3")[0] == 2
+    assert "does not match the checkpoint" in error_line(capsys)
+    model_file = checkpoint.resolve(out) / "model.safetensors"
+    model_file.write_bytes(model_file.read_bytes()[:1000])
+    assert run("--steps", "10", "--resume")[0] == 2
+    assert "corrupt" in error_line(capsys)
+
+
+def test_nan_loss_stops_and_keeps_the_last_checkpoint(run, capsys):
+    code, out = run("--steps", "5", "--eval-interval", "5")
+    assert code == 0
+    kept = (out / "checkpoint.json").read_text()
+    capsys.readouterr()
+    code, _ = run("--steps", "40", "--resume", "--lr", "1e9", "--grad-clip", "0", "--warmup-steps", "0")
+    assert code == 2
+    line = error_line(capsys)
+    assert "loss became" in line and "step-000005" in line
+    assert (out / "checkpoint.json").read_text() == kept
+
+
+def test_ctrl_c_saves_and_exits_cleanly(verdict, gpt2_dir, tmp_path):
+    out = tmp_path / "out"
+    env = {**os.environ, "NUMPYGPT_DATA_DIR": str(tmp_path / "data")}
+    proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "train.py"), *TINY, "--data", verdict,
+                             "--tokenizer", str(gpt2_dir), "--out-dir", str(out), "--steps", "100000"],
+                            cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "metrics.jsonl").exists() and time.time() < deadline:  # training has begun
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted at step" in err and "Traceback" not in err
+    step = checkpoint.load(out).train_state["step"]
+    assert step >= 10
+
+
+WRITER = """
+import sys, numpy as np
+from numpygpt.config import GPTConfig
+from numpygpt.model import GPT
+from numpygpt import checkpoint
+model = GPT(GPTConfig(vocab_size=2000, block_size=64, n_layer=2, n_head=2, n_embd=128))
+step = 1
+checkpoint.save(sys.argv[1], model, step=step)
+print("ready", flush=True)
+while True:
+    step += 1
+    model.params.data[:] = step
+    checkpoint.save(sys.argv[1], model, step=step)
+"""
+
+
+def test_a_writer_killed_mid_save_leaves_a_loadable_checkpoint(tmp_path):
+    """SIGKILL the writer at random instants; the checkpoint it points at always loads whole."""
+    out = tmp_path / "out"
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(out)], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.05, 0.6))
+        proc.kill()
+        proc.wait()
+        ckpt = checkpoint.load(out)
+        weights = ckpt.build_model().params.data
+        step = ckpt.train_state["step"]
+        assert step == 1 or np.all(weights == step), "a checkpoint mixes two saves"
