@@ -31,7 +31,7 @@ def top_k_filter(logits, k):
     """logits: (B, V) -> a copy where every token outside the k most likely is -inf."""
     if k >= logits.shape[-1]:
         return logits.copy()
-    kth_largest = np.partition(logits, -k, axis=-1)[:, -k:-k + 1]           # (B, 1)
+    kth_largest = np.partition(logits, -k, axis=-1)[:, -k, None]           # (B, 1)
     return np.where(logits < kth_largest, -np.inf, logits)
 
 
