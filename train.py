@@ -12,7 +12,7 @@ from numpygpt.config import PRESETS, preset
 from numpygpt.data import DataError, check_long_enough, load_tokenizer, prepare_dataset
 from numpygpt.model import GPT
 from numpygpt.safetensors import SafetensorsError
-from numpygpt.trainer import TrainConfig, Trainer, TrainingError, plot_metrics, train_preset
+from numpygpt.trainer import TrainConfig, Trainer, TrainingError, plot_metrics, text_sampler, train_preset
 
 MODEL_FLAGS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "dtype")
 
@@ -91,7 +91,8 @@ def main(argv=None) -> int:
     try:
         config, dataset, model, run_info, ckpt = resumed_run(args) if args.resume else new_run(args)
         check_long_enough(dataset, config.block_size)
-        trainer = Trainer(model, dataset, config, args.out_dir, run_info=run_info)
+        sampler = text_sampler(load_tokenizer(dataset.tokenizer_dir), config.sample_tokens, config.seed)
+        trainer = Trainer(model, dataset, config, args.out_dir, run_info=run_info, sample_fn=sampler)
         if ckpt is not None:
             trainer.restore(ckpt)
             print(f"resuming {ckpt.path} at step {trainer.step}", file=sys.stderr)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 import bpe
+from bpe.trainer import train as train_bpe
 
 
 
@@ -151,7 +152,7 @@ def trained_tokenizer_dir(train_text: str, vocab_size: int, data_dir: Path) -> P
     if (folder / "encoder.json").exists() and (folder / "vocab.bpe").exists():
         return folder
     say(f"training a {vocab_size}-token BPE on the training text (once; cached in {folder})")
-    tokenizer = bpe.train([train_text], vocab_size=vocab_size, special_tokens=["<|endoftext|>"])
+    tokenizer = train_bpe([train_text], vocab_size=vocab_size, special_tokens=["<|endoftext|>"])
     tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tokenizer.save(tmp)

@@ -18,8 +18,10 @@ import numpy as np
 
 from . import checkpoint
 from .data import Dataset, get_batch
+from .generate import generate
 from .model import GPT, is_decayed
 from .optim import AdamW, clip_grad_norm, cosine_lr
+from .sampling import Sampler
 
 
 @dataclass
@@ -279,6 +281,19 @@ TRAIN_PRESETS = {
     "seed": dict(tokenizer="gpt2", batch_size=2, lr=5e-4, warmup_steps=100),
     "gpt2": dict(tokenizer="gpt2", batch_size=1, lr=6e-4, warmup_steps=100),
 }
+
+
+def text_sampler(tokenizer, n_tokens: int, seed: int):
+    """(model) -> a short sample starting a new document, drawn with its own generator so that
+    looking at samples never changes the training run."""
+    prompt = [tokenizer.eot_token] if tokenizer.eot_token is not None else tokenizer.encode_ordinary("\n")
+
+    def sample(model) -> str:
+        steps = generate(model, prompt, max_new_tokens=n_tokens, sampler=Sampler(temperature=0.8, top_k=50),
+                         rng=np.random.default_rng(seed), stop_token=tokenizer.eot_token,
+                         n_vocab=tokenizer.n_vocab)
+        return tokenizer.decode([int(t[0]) for t in steps if t[0] >= 0]).strip()
+    return sample
 
 
 def train_preset(model_name: str) -> dict:
