@@ -26,7 +26,8 @@ from numba import njit
 
 from .files import VocabError, read_vocab, text_to_token, write_vocab
 from .pretokenize import codepoint_classes, piece_end, split_reference, utf8
-from .tables import WORD_BYTES, empty_word_table, pair_get, pair_table, word_get, word_put
+from .tables import (WORD_BYTES, copy_range, empty_word_table, pair_get, pair_table, word_get,
+                     word_put)
 
 LONG_WORD = 256  # pieces longer than this many bytes take the heap kernel
 CACHE_WORDS = 8192  # most multi-token pieces one kernel call remembers
@@ -80,7 +81,7 @@ def merge_word_reference(word: list[int], ranks: Mapping[tuple[int, int], int],
 @njit(nogil=True, cache=True)
 def rank_of(t, left, right):
     """The merge rank of the pair (left, right), or NO_MERGE."""
-    rank = pair_get(t.pairs, left, right)
+    rank = pair_get(t.pairs, np.int64(left), np.int64(right))
     return NO_MERGE if rank < 0 else rank
 
 
@@ -171,7 +172,7 @@ def merge_long_word(word, t):
     alive = np.ones(n, dtype=np.bool_)
     heap = np.empty(3 * n, dtype=np.int64)  # n - 1 first pairs, then at most 2 per merge
     pending = np.empty(2 * n, dtype=np.int64)
-    size = 0
+    size = np.int64(0)  # np.int64, not 0: Numba would compile again for the literal
     n_pending = 0
     for i in range(n - 1):
         rank = rank_of(t, word[i], word[i + 1])
@@ -248,8 +249,8 @@ def encode_texts(data, text_ends, classes, t):
     cached = np.empty(cache_words * WORD_BYTES, dtype=np.int32)
     n_cache_words = 0
     n_cached = 0
-    n_out = 0
-    pos = 0
+    n_out = np.int64(0)  # np.int64, not 0: Numba would compile again for the literal
+    pos = np.int64(0)
     for k in range(len(text_ends)):
         text = data[:text_ends[k]]  # the scanner must see where this text ends
         while pos < len(text):
@@ -262,14 +263,14 @@ def encode_texts(data, text_ends, classes, t):
                 hit = word_get(cache, text, pos, end)
                 if hit >= 0:
                     count = hit & 0xFF
-                    out[n_out:n_out + count] = cached[hit >> 8:(hit >> 8) + count]
+                    copy_range(cached, hit >> 8, out, n_out, count)
                     n_out += count
                 else:
                     start_out = n_out
                     n_out = merge_piece(text, pos, end, out, n_out, scratch, t)
                     if end - pos <= WORD_BYTES and n_cache_words < cache_words:
                         count = n_out - start_out
-                        cached[n_cached:n_cached + count] = out[start_out:n_out]
+                        copy_range(out, start_out, cached, n_cached, count)
                         word_put(cache, text, pos, end, (n_cached << 8) | count)
                         n_cached += count
                         n_cache_words += 1
@@ -290,13 +291,16 @@ def word_table(pool, offsets, tokens):
 @njit(cache=True)
 def tokens_encoding_to_themselves(candidates, t):
     """(len(candidates),) bool: whether BPE on each candidate token's bytes gives that token."""
-    longest = np.max(t.offsets[1:] - t.offsets[:-1])
+    longest = 0
+    for token in candidates:
+        longest = max(longest, t.offsets[token + 1] - t.offsets[token])
     out = np.empty(longest, dtype=np.int32)
     scratch = np.empty(LONG_WORD, dtype=np.int64)
     result = np.zeros(len(candidates), dtype=np.bool_)
     for k in range(len(candidates)):
         token = candidates[k]
-        n = merge_piece(t.pool, t.offsets[token], t.offsets[token + 1], out, 0, scratch, t)
+        n = merge_piece(t.pool, t.offsets[token], t.offsets[token + 1], out, np.int64(0),
+                        scratch, t)
         result[k] = n == 1 and out[0] == token
     return result
 

@@ -19,6 +19,8 @@ import functools
 import json
 from pathlib import Path
 
+import regex
+
 GPT2_NAMES = ("encoder.json", "vocab.bpe")
 HF_NAMES = ("vocab.json", "merges.txt")
 VERSION_LINE = "#version: 0.2"
@@ -50,19 +52,29 @@ def unicode_to_bytes() -> dict[str, int]:
     return {c: b for b, c in bytes_to_unicode().items()}
 
 
+@functools.cache
+def translations() -> tuple[dict[int, str], dict[int, int], regex.Pattern]:
+    """str.translate tables: (byte as Latin-1 char -> table char, table char -> byte,
+    a pattern matching any character outside the table)."""
+    table = bytes_to_unicode()
+    to_text = {b: c for b, c in table.items()}
+    to_latin1 = {ord(c): b for b, c in table.items()}
+    outside = regex.compile("[^" + "".join(map(regex.escape, table.values())) + "]")
+    return to_text, to_latin1, outside
+
+
 def token_to_text(token: bytes) -> str:
     """Write a token's bytes as GPT-2 does in its files (b' the' -> 'Ġthe')."""
-    table = bytes_to_unicode()
-    return "".join(table[b] for b in token)
+    return token.decode("latin-1").translate(translations()[0])
 
 
 def text_to_token(text: str) -> bytes:
     """Read a token written by `token_to_text`; text with characters outside the table
     (only special tokens can have them) is taken as plain UTF-8 text."""
-    table = unicode_to_bytes()
-    if all(c in table for c in text):
-        return bytes(table[c] for c in text)
-    return text.encode("utf-8")
+    _, to_latin1, outside = translations()
+    if outside.search(text):
+        return text.encode("utf-8")
+    return text.translate(to_latin1).encode("latin-1")
 
 
 def find_vocab_files(folder: str | Path) -> tuple[Path, Path]:

@@ -127,7 +127,7 @@ def piece_ends(data, classes):
     """(n_pieces,) int64: the end offset of every GPT-2 piece of UTF-8 bytes `data` (uint8)."""
     ends = np.empty(len(data), dtype=np.int64)
     n_pieces = 0
-    pos = 0
+    pos = np.int64(0)  # np.int64, not 0: Numba would compile again for the literal
     while pos < len(data):
         pos = piece_end(data, pos, classes)
         ends[n_pieces] = pos

@@ -9,6 +9,9 @@ Two kinds, shared by the encoder and the trainer:
   EMPTY when the row is free.
 Key and value share a row for the same reason. Capacities are powers of two, at most half
 full, so linear probing ends fast.
+
+`copy_range` copies between arrays in kernels: Numba's slice assignment compiles its shape
+check and error message, seconds of compile time for one line.
 """
 from __future__ import annotations
 
@@ -28,6 +31,13 @@ def capacity_for(n_items):
     while capacity < 2 * n_items:
         capacity *= 2
     return capacity
+
+
+@njit(nogil=True, cache=True)
+def copy_range(src, src_start, dst, dst_start, count):
+    """dst[dst_start:dst_start + count] = src[src_start:src_start + count]."""
+    for i in range(count):
+        dst[dst_start + i] = src[src_start + i]
 
 
 @njit(nogil=True, cache=True)

@@ -35,7 +35,7 @@ from numba import njit
 from .encoder import Tokenizer
 from .files import bytes_to_unicode
 from .pretokenize import codepoint_classes, piece_ends, utf8
-from .tables import empty_pair_table, pair_get, pair_put
+from .tables import copy_range, empty_pair_table, pair_get, pair_put
 
 CHUNK_CHARS = 1 << 20  # characters read from a file at a time
 MERGES_PER_CALL = 256  # merges between two progress reports
@@ -177,7 +177,7 @@ def count_text(data: bytes, special: regex.Pattern | None, counts: Counter[bytes
 class TrainState(NamedTuple):
     """Everything `run_merges` reads and writes, in arrays sized once for the whole run.
 
-    Words: word_tokens (int32) holds each distinct word's current token ids at
+    Words: word_tokens (int64) holds each distinct word's current token ids at
     word_tokens[word_start[w]:word_start[w] + word_len[w]]; word_count (int64) its count;
     last_visit the merge that last visited it.
     Pairs, by pair index q: pair_left, pair_right, pair_count; pairs, a pair table from
@@ -236,8 +236,8 @@ def learn_merges(words: Counter[bytes], n_merges: int,
 def initial_state(words: Counter[bytes], n_merges: int) -> TrainState:
     """The state before the first merge: words as byte ids, every pair counted and queued."""
     byte_order = list(bytes_to_unicode())
-    byte_id = np.empty(256, dtype=np.int32)
-    byte_id[byte_order] = np.arange(256, dtype=np.int32)
+    byte_id = np.empty(256, dtype=np.int64)
+    byte_id[byte_order] = np.arange(256)
     multi_byte = [w for w in words if len(w) > 1]  # one-byte words hold no pair
     lengths = np.fromiter(map(len, multi_byte), dtype=np.int64, count=len(multi_byte))
     word_tokens = byte_id[np.frombuffer(b"".join(multi_byte), dtype=np.uint8)]
@@ -251,12 +251,12 @@ def initial_state(words: Counter[bytes], n_merges: int) -> TrainState:
         word_len=lengths,
         word_count=np.array([words[w] for w in multi_byte], dtype=np.int64),
         last_visit=np.full(len(multi_byte), -1, dtype=np.int64),
-        pair_left=np.zeros(room, dtype=np.int32),
-        pair_right=np.zeros(room, dtype=np.int32),
+        pair_left=np.zeros(room, dtype=np.int64),
+        pair_right=np.zeros(room, dtype=np.int64),
         pair_count=np.zeros(room, dtype=np.int64),
         pairs=empty_pair_table(room),
         occ_head=np.full(room, -1, dtype=np.int64),
-        occ_word=np.zeros(room, dtype=np.int32),
+        occ_word=np.zeros(room, dtype=np.int64),
         occ_next=np.zeros(room, dtype=np.int64),
         last_touch=np.full(room, -1, dtype=np.int64),
         heap_pair=np.zeros(room, dtype=np.int64),
@@ -400,7 +400,7 @@ def change_pair(s, left, right, delta, word, merge, n_touched):
 def merge_pair(s, q, new_token, merge):
     """Replace pair q by `new_token` in every word holding it, updating the pair counts."""
     a, b = s.pair_left[q], s.pair_right[q]
-    n_touched = 0
+    n_touched = np.int64(0)  # np.int64, not 0: Numba would compile again for the literal
     k = s.occ_head[q]
     while k != -1:
         w = s.occ_word[k]
@@ -475,17 +475,15 @@ def run_merges(s, target):
         if not found:
             return NO_PAIRS
         merge = s.counters[N_DONE]
-        new_token = 256 + merge
+        new_token = np.int64(256) + merge
         a, b = s.pair_left[q], s.pair_right[q]
         length = s.token_len[a] + s.token_len[b]
         start = s.counters[POOL_USED]
         if start + length > len(s.pool):
             heap_push(s, q, count)
             return POOL_FULL
-        s.pool[start:start + s.token_len[a]] = \
-            s.pool[s.token_start[a]:s.token_start[a] + s.token_len[a]]
-        s.pool[start + s.token_len[a]:start + length] = \
-            s.pool[s.token_start[b]:s.token_start[b] + s.token_len[b]]
+        copy_range(s.pool, s.token_start[a], s.pool, start, s.token_len[a])
+        copy_range(s.pool, s.token_start[b], s.pool, start + s.token_len[a], s.token_len[b])
         s.token_start[new_token] = start
         s.token_len[new_token] = length
         s.counters[POOL_USED] += length

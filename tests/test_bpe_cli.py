@@ -1,0 +1,100 @@
+"""`python -m bpe train|encode|decode`: a round trip through real processes, and every kind of
+bad input giving one line on stderr and a non-zero status, never a traceback."""
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bpe.__main__ import main
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args, stdin=b""):
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run([sys.executable, "-m", "bpe", *map(str, args)], input=stdin,
+                          capture_output=True, env=env, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def small_vocab(data_dir, tmp_path_factory):
+    """A 400-token vocabulary trained on the-verdict.txt by the CLI."""
+    folder = tmp_path_factory.mktemp("verdict-400")
+    result = run_cli("train", data_dir / "the-verdict.txt", "--vocab-size", 400, "--out", folder)
+    assert result.returncode == 0, result.stderr
+    assert b"wrote 400 tokens" in result.stderr
+    return folder
+
+
+def test_train_encode_decode_round_trip(small_vocab, data_dir):
+    text = (data_dir / "the-verdict.txt").read_bytes() + "<|endoftext|> é中👍".encode()
+    encoded = run_cli("encode", "--vocab", small_vocab, stdin=text)
+    assert encoded.returncode == 0, encoded.stderr
+    ids = [int(i) for i in encoded.stdout.split()]
+    assert 399 in ids  # <|endoftext|> is the last id
+    decoded = run_cli("decode", "--vocab", small_vocab, stdin=encoded.stdout)
+    assert decoded.returncode == 0, decoded.stderr
+    assert decoded.stdout == text
+
+
+def assert_one_error_line(stderr, message):
+    lines = stderr.decode().splitlines()
+    assert len(lines) == 1, lines
+    assert message in lines[0]
+    assert "Traceback" not in stderr.decode()
+
+
+def test_an_error_in_a_real_process():
+    result = run_cli("encode", "--vocab", "missing-folder", stdin=b"hi")
+    assert result.returncode == 1
+    assert result.stdout == b""
+    assert_one_error_line(result.stderr, "missing-folder does not exist")
+
+
+def run_main(monkeypatch, capsysbinary, args, stdin=b""):
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+    with pytest.raises(SystemExit) as exit_info:
+        sys.exit(main([str(a) for a in args]))
+    return exit_info.value.code, capsysbinary.readouterr()
+
+
+def test_encode_gives_gpt2_ids(gpt2_dir, monkeypatch, capsysbinary):
+    status, captured = run_main(monkeypatch, capsysbinary, ["encode", "--vocab", gpt2_dir],
+                                b"Hello world<|endoftext|>")
+    assert (status, captured.out) == (0, b"15496 995 50256\n")
+
+
+@pytest.mark.parametrize("case", ["missing file", "too small", "not utf-8 file", "bad id",
+                                  "id out of range", "not utf-8 stdin", "corrupt vocab",
+                                  "no vocab files", "bad flag"])
+def test_bad_input_gives_one_clear_line(case, small_vocab, tmp_path, monkeypatch,
+                                        capsysbinary):
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes(b"caf\xe9")
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "encoder.json").write_text("{oops")
+    (corrupt / "vocab.bpe").write_text("#version: 0.2\n")
+    out = tmp_path / "out"
+    args, stdin, message = {
+        "missing file": (["train", tmp_path / "nope.txt", "--vocab-size", 300, "--out", out],
+                         b"", "nope.txt: No such file or directory"),
+        "too small": (["train", latin1, "--vocab-size", 100, "--out", out], b"",
+                      "vocab_size 100 is too small"),
+        "not utf-8 file": (["train", latin1, "--vocab-size", 300, "--out", out], b"",
+                           "latin1.txt is not UTF-8 text"),
+        "bad id": (["decode", "--vocab", small_vocab], b"1 2 3.5", "'3.5'; expected token ids"),
+        "id out of range": (["decode", "--vocab", small_vocab], b"1 400", "token id 400 is out"),
+        "not utf-8 stdin": (["encode", "--vocab", small_vocab], b"ok \xff", "stdin is not UTF-8"),
+        "corrupt vocab": (["encode", "--vocab", corrupt], b"hi", "encoder.json is not valid JSON"),
+        "no vocab files": (["encode", "--vocab", tmp_path], b"hi", "holds neither encoder.json"),
+        "bad flag": (["train", latin1, "--vocab-size", "many", "--out", out], b"",
+                     "invalid int value: 'many'"),
+    }[case]
+    status, captured = run_main(monkeypatch, capsysbinary, args, stdin)
+    assert status != 0
+    assert captured.out == b""
+    assert_one_error_line(captured.err, message)
