@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from numpygpt.gradcheck import numerical_gradient, relative_error
+from numpygpt.gradcheck import TOLERANCE, check_layer
 from numpygpt.layers import (GELU, MLP, Block, CausalSelfAttention, Dropout, Embedding,
                              LayerNorm, Linear, LMHead)
 from numpygpt.config import GPTConfig
 from numpygpt.params import Parameters
 
-TOLERANCE = 1e-6
 CHECK = settings(max_examples=8, deadline=None)
 
 batch = st.integers(1, 3)
@@ -30,23 +29,11 @@ def make_params(shapes, seed=0):
     return params
 
 
-def check_layer(forward, backward, x, params, rng):
-    """Compare backward with centred differences of L = sum(forward(x) * G), for x (if it is a
-    float array) and for every parameter. Returns the worst relative error."""
-    out = forward()
-    g = rng.normal(size=out.shape)
-    params.zero_grad()
-    forward()
-    dx = backward(g)
-    analytic = {name: params.grads[name].copy() for name in params}
-    loss = lambda: float(np.sum(forward() * g))
-    errors = {name: relative_error(analytic[name], numerical_gradient(loss, params[name]))
-              for name in params}
-    if dx is not None:
-        errors["input"] = relative_error(dx, numerical_gradient(loss, x))
-    worst = max(errors.values())
-    assert worst < TOLERANCE, errors
-    return worst
+def check(forward, backward, x, params, rng):
+    """Every gradient the layer computes (input and parameters) within TOLERANCE of centred
+    differences of L = sum(forward() * G); see numpygpt.gradcheck.check_layer."""
+    errors = {c.name: c.error for c in check_layer(forward, backward, x, params, rng)}
+    assert max(errors.values(), default=0.0) < TOLERANCE, errors
 
 
 @CHECK
@@ -58,7 +45,7 @@ def test_linear(b, t, c_in, c_out, bias):
     params = make_params(shapes)
     layer = Linear(params, "fc", bias=bias)
     x = rng.normal(size=(b, t, c_in))
-    check_layer(lambda: layer.forward(x), layer.backward, x, params, rng)
+    check(lambda: layer.forward(x), layer.backward, x, params, rng)
 
 
 @CHECK
@@ -70,7 +57,7 @@ def test_layernorm(b, t, c):
     params = make_params({"ln.weight": (c,), "ln.bias": (c,)})
     layer = LayerNorm(params, "ln")
     x = rng.normal(size=(b, t, c)) * 3 + 1
-    check_layer(lambda: layer.forward(x), layer.backward, x, params, rng)
+    check(lambda: layer.forward(x), layer.backward, x, params, rng)
 
 
 @CHECK
@@ -81,7 +68,7 @@ def test_gelu(b, t, c):
     params = make_params({})
     layer = GELU()
     x = rng.normal(size=(b, t, c)) * 2
-    check_layer(lambda: layer.forward(x), layer.backward, x, params, rng)
+    check(lambda: layer.forward(x), layer.backward, x, params, rng)
 
 
 @CHECK
@@ -92,7 +79,7 @@ def test_embedding(b, t, v, c):
     params = make_params({"wte.weight": (v, c)})
     layer = Embedding(params, "wte")
     ids = rng.integers(0, v, size=(b, t))
-    check_layer(lambda: layer.forward(ids), layer.backward, ids, params, rng)
+    check(lambda: layer.forward(ids), layer.backward, ids, params, rng)
 
 
 @CHECK
@@ -103,7 +90,7 @@ def test_lm_head(b, t, v, c):
     params = make_params({"wte.weight": (v, c)})
     layer = LMHead(params, "wte.weight")
     x = rng.normal(size=(b, t, c))
-    check_layer(lambda: layer.forward(x), layer.backward, x, params, rng)
+    check(lambda: layer.forward(x), layer.backward, x, params, rng)
 
 
 @CHECK
@@ -114,7 +101,7 @@ def test_dropout_with_fixed_mask(b, t, c, p):
     layer = Dropout(p)
     x = rng.normal(size=(b, t, c))
     # A fresh generator with the same seed on every call gives the same mask each time.
-    check_layer(lambda: layer.forward(x, np.random.default_rng(42)), layer.backward, x, make_params({}), rng)
+    check(lambda: layer.forward(x, np.random.default_rng(42)), layer.backward, x, make_params({}), rng)
 
 
 def attention_shapes(c, heads, qkv_bias=True):
@@ -135,7 +122,7 @@ def test_causal_self_attention(b, t, heads, head_size, qkv_bias):
     params.data *= 0.5
     layer = CausalSelfAttention(params, "attn", heads, dropout=0.0, qkv_bias=qkv_bias)
     x = rng.normal(size=(b, t, c))
-    check_layer(lambda: layer.forward(x), layer.backward, x, params, rng)
+    check(lambda: layer.forward(x), layer.backward, x, params, rng)
 
 
 @settings(max_examples=4, deadline=None)
@@ -147,7 +134,7 @@ def test_causal_self_attention_with_fixed_dropout(b, t, heads, head_size):
     params = make_params(attention_shapes(c, heads))
     layer = CausalSelfAttention(params, "attn", heads, dropout=0.3)
     x = rng.normal(size=(b, t, c))
-    check_layer(lambda: layer.forward(x, np.random.default_rng(9)), layer.backward, x, params, rng)
+    check(lambda: layer.forward(x, np.random.default_rng(9)), layer.backward, x, params, rng)
 
 
 def mlp_shapes(prefix, c):
@@ -163,7 +150,7 @@ def test_mlp(b, t, c):
     params = make_params(mlp_shapes("mlp", c))
     layer = MLP(params, "mlp", dropout=0.0)
     x = rng.normal(size=(b, t, c))
-    check_layer(lambda: layer.forward(x), layer.backward, x, params, rng)
+    check(lambda: layer.forward(x), layer.backward, x, params, rng)
 
 
 @CHECK
@@ -179,4 +166,4 @@ def test_block(b, t, heads, head_size):
     params.data *= 0.5
     layer = Block(params, "h", config)
     x = rng.normal(size=(b, t, c))
-    check_layer(lambda: layer.forward(x), layer.backward, x, params, rng)
+    check(lambda: layer.forward(x), layer.backward, x, params, rng)

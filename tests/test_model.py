@@ -3,10 +3,9 @@ import numpy as np
 import pytest
 
 from numpygpt.config import GPTConfig, preset
-from numpygpt.gradcheck import numerical_gradient, relative_error
+from numpygpt.gradcheck import TOLERANCE, numerical_gradient, relative_error
 from numpygpt.model import GPT
 
-TOLERANCE = 1e-6
 
 
 def tiny_config(**changes):
