@@ -5,10 +5,11 @@ vocabularies in GPT-2's file format.
     enc = bpe.load("../shared/gpt2")          # folder with encoder.json + vocab.bpe
     ids = enc.encode("Hello world")           # [15496, 995], GPT-2's ids
     enc.decode(ids)                           # 'Hello world'
-    tok = bpe.train(["some text", Path("corpus.txt")], vocab_size=4096)
+    tok = bpe.train([Path("corpus.txt")], vocab_size=4096)  # texts (str) work too
     tok.save("out/tokenizer")                 # writes encoder.json + vocab.bpe
 """
 from .encoder import Tokenizer, load
 from .files import VocabError
+from .trainer import train
 
-__all__ = ["Tokenizer", "VocabError", "load"]
+__all__ = ["Tokenizer", "VocabError", "load", "train"]

@@ -509,42 +509,42 @@ class Tokenizer:
     def _encode_group(self, texts: list[str], allowed: frozenset,
                       disallowed: frozenset) -> list[list[int]]:
         """Encode `texts` with one kernel call: their ordinary stretches go in together."""
-        plans = [self._split_special(text, allowed, disallowed) for text in texts]
-        stretches = [utf8(part) for plan in plans for part in plan if isinstance(part, str)]
-        data = np.frombuffer(b"".join(stretches), dtype=np.uint8)
-        ends = np.cumsum([len(s) for s in stretches], dtype=np.int64)
-        ids, id_ends = encode_texts(data, ends, codepoint_classes(), self._tables)
-        bounds = iter(zip([0, *id_ends.tolist()], id_ends.tolist()))
-        encoded = []
-        for plan in plans:
-            text_ids = []
-            for part in plan:
-                if isinstance(part, str):
-                    start, end = next(bounds)
-                    text_ids += ids[start:end].tolist()
-                else:
-                    text_ids.append(part)
-            encoded.append(text_ids)
-        return encoded
-
-    def _split_special(self, text: str, allowed: frozenset,
-                       disallowed: frozenset) -> list[str | int]:
-        """`text` as ordinary stretches (str) and the ids of allowed special tokens (int)."""
         if disallowed:
-            found = special_pattern(disallowed).search(text)
+            found = find_special(texts, disallowed)
             if found:
-                raise ValueError(f"text contains the special token {found.group()!r}; pass "
-                                 f"allowed_special={{{found.group()!r}}} to encode it as one "
-                                 f"token, or disallowed_special=() for ordinary text")
-        if not allowed:
-            return [text]
-        parts = special_pattern(allowed).split(text)
-        # split() alternates stretch, special, stretch, ...; empty stretches add nothing.
-        return [self.special_tokens[p] if i % 2 else p for i, p in enumerate(parts)
-                if i % 2 or p]
+                raise ValueError(f"text contains the special token {found!r}; pass "
+                                 f"allowed_special={{{found!r}}} to encode it as one token, "
+                                 f"or disallowed_special=() for ordinary text")
+        if not (allowed and find_special(texts, allowed)):
+            return self._encode_stretches([utf8(text) for text in texts])
+        # split() alternates stretch, special, stretch, ...; the stretches may be empty.
+        plans = [special_pattern(allowed).split(text) for text in texts]
+        encoded = iter(self._encode_stretches([utf8(part) for plan in plans
+                                               for part in plan[::2]]))
+        return [[token for i, part in enumerate(plan)
+                 for token in (next(encoded) if i % 2 == 0 else [self.special_tokens[part]])]
+                for plan in plans]
+
+    def _encode_stretches(self, stretches: list[bytes]) -> list[list[int]]:
+        """The ids of each stretch of UTF-8 text (no special tokens), by one kernel call."""
+        data = np.frombuffer(b"".join(stretches), dtype=np.uint8)
+        ends = np.cumsum(np.fromiter(map(len, stretches), dtype=np.int64, count=len(stretches)))
+        ids, id_ends = encode_texts(data, ends, codepoint_classes(), self._tables)
+        ids = ids.tolist()  # one list, then slices: far cheaper than a tolist per stretch
+        bounds = [0, *id_ends.tolist()]
+        return [ids[start:end] for start, end in zip(bounds, bounds[1:])]
 
 
-@functools.lru_cache(maxsize=64)
+def find_special(texts: list[str], specials: frozenset[str]) -> str | None:
+    """The first of `specials` found in `texts`, or None."""
+    pattern = special_pattern(specials)
+    if any("\x00" in special for special in specials):
+        found = next(filter(None, map(pattern.search, texts)), None)
+    else:  # one search over all texts, joined so no special can span two of them
+        found = pattern.search("\x00".join(texts))
+    return found and found.group()
+
+
 def special_pattern(specials: frozenset[str]) -> regex.Pattern:
     """A pattern capturing any of `specials`, longest first so none hides a longer one."""
     return regex.compile("(" + "|".join(map(regex.escape, sorted(specials, key=len,
