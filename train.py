@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from numpygpt import checkpoint
+from numpygpt import checkpoint, hf
 from numpygpt.config import PRESETS, preset
 from numpygpt.data import DataError, check_long_enough, load_tokenizer, prepare_dataset
 from numpygpt.model import GPT
@@ -27,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocab-size", type=int, help="vocabulary size when the tokenizer is trained")
     p.add_argument("--out-dir", default="out", help="where checkpoints, metrics and the plot go")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out-dir")
+    p.add_argument("--init-from", metavar="PATH", help="fine-tune a Hugging Face GPT-2 folder, or a model "
+                                                       "name (gpt2, gpt2-medium, ...) in the local HF cache")
     p.add_argument("--steps", type=int, help="optimizer steps in total (default 2000)")
     for name in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "grad_accum", "warmup_steps",
                  "lr_decay_steps", "eval_interval", "eval_iters", "sample_tokens", "seed"):
@@ -57,10 +59,22 @@ def new_run(args):
     if config.block_size > model_config.block_size:
         raise ValueError(f"--block-size {config.block_size} is longer than the model's context "
                          f"({model_config.block_size})")
+    if args.init_from:
+        model = hf.load(args.init_from, dtype=args.dtype or "float32", dropout=args.dropout)
+        if config.block_size > model.config.block_size:
+            config = TrainConfig(**{**vars(config), "block_size": model.config.block_size})
+        folder = hf.resolve(args.init_from)
+        has_vocab = (folder / "vocab.json").exists() and (folder / "merges.txt").exists()
+        tokenizer = args.tokenizer or (str(folder) if has_vocab else "gpt2")
     dataset = prepare_dataset(args.data, tokenizer, model_config.vocab_size)
     n_vocab = load_tokenizer(dataset.tokenizer_dir).n_vocab
-    model = GPT(model_config.with_(vocab_size=n_vocab), seed=config.seed)
-    run_info = {"data": str(Path(args.data).resolve()) if args.data else None, "model_preset": args.model}
+    if args.init_from:
+        if n_vocab > model.config.vocab_size:
+            raise DataError(f"the tokenizer has {n_vocab} tokens but {args.init_from} only {model.config.vocab_size}")
+    else:
+        model = GPT(model_config.with_(vocab_size=n_vocab), seed=config.seed)
+    run_info = {"data": str(Path(args.data).resolve()) if args.data else None, "model_preset": args.model,
+                "init_from": args.init_from}
     return config, dataset, model, run_info, None
 
 
@@ -100,7 +114,7 @@ def main(argv=None) -> int:
               f"{len(dataset.val):,} validation tokens; {config.tokens_per_step:,} tokens per step",
               file=sys.stderr)
         trainer.run()
-    except (ValueError, DataError, checkpoint.CheckpointError, SafetensorsError, TrainingError) as e:
+    except (ValueError, DataError, checkpoint.CheckpointError, SafetensorsError, TrainingError, hf.HFError) as e:
         print(f"train.py: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bpe.files import find_vocab_files
+
 from . import safetensors
 from .config import GPTConfig
 from .model import GPT
@@ -83,9 +85,11 @@ def read_pointer(out_dir: Path) -> dict:
 
 
 def read_tokenizer_files(folder) -> dict:
-    """{file name: bytes} of a tokenizer folder, held in memory so that saving a checkpoint never
-    depends on a folder that an earlier save may have replaced."""
-    return {p.name: p.read_bytes() for p in sorted(Path(folder).iterdir()) if p.is_file()}
+    """{file name: bytes} of a tokenizer folder's encoder.json + vocab.bpe (GPT-2's names, also
+    for a Hugging Face vocab.json + merges.txt), held in memory so that saving a checkpoint
+    never depends on a folder that an earlier save may have replaced."""
+    encoder, merges = find_vocab_files(folder)
+    return {"encoder.json": encoder.read_bytes(), "vocab.bpe": merges.read_bytes()}
 
 
 def save(out_dir, model: GPT, *, step: int, train_state: dict | None = None, optimizer=None,

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 import bpe
+from bpe.files import VocabError, find_vocab_files
 from bpe.trainer import train as train_bpe
 
 
@@ -172,11 +173,11 @@ def resolve_tokenizer(spec: str, train_text: str, vocab_size: int, data_dir: Pat
             say(f"GPT-2's vocabulary is not cached and cannot be downloaded ({getattr(e, 'reason', e)}); "
                 f"training a {vocab_size}-token BPE on the training text instead")
             return trained_tokenizer_dir(train_text, vocab_size, data_dir)
-    folder = Path(spec)
-    if not ((folder / "encoder.json").exists() and (folder / "vocab.bpe").exists()):
-        raise DataError(f"tokenizer folder {folder} must hold encoder.json and vocab.bpe "
-                        "(or pass --tokenizer gpt2 / train)")
-    return folder
+    try:
+        find_vocab_files(spec)
+    except VocabError as e:
+        raise DataError(f"{e} (or pass --tokenizer gpt2 / train)") from None
+    return Path(spec)
 
 
 def load_tokenizer(folder):
@@ -217,7 +218,7 @@ def tokenize_splits(text: str, name: str, tokenizer_dir: Path, data_dir: Path) -
     65536) files under data/cache/, keyed by the hash of the text and the tokenizer files."""
     train_text, val_text = split_text(text)
     digest = hashlib.sha256(CACHE_VERSION.encode() + text.encode())
-    digest.update(_hash_files(tokenizer_dir / "encoder.json", tokenizer_dir / "vocab.bpe").encode())
+    digest.update(_hash_files(*find_vocab_files(tokenizer_dir)).encode())
     folder = data_dir / "cache" / f"tokens-{digest.hexdigest()[:16]}"
     meta_path = folder / "meta.json"
     if not meta_path.exists():

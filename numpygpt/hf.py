@@ -1,0 +1,181 @@
+"""Hugging Face GPT-2 checkpoints in and out: a name table, not a puzzle.
+
+A `GPT2LMHeadModel` folder holds config.json and model.safetensors. Its tensors carry our names
+behind a `transformer.` prefix, and its Conv1D weights are stored (in, out), exactly our layout,
+so loading is a copy. Exported folders load with `GPT2LMHeadModel.from_pretrained(folder)` and
+`GPT2TokenizerFast.from_pretrained(folder)`.
+
+Nothing here downloads: a model name (`gpt2`, `gpt2-medium`, ...) is looked up in the local
+Hugging Face cache only.
+"""
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from bpe.files import VocabError, find_vocab_files
+
+from . import safetensors
+from .config import GPTConfig
+from .model import GPT
+
+PREFIX = "transformer."
+# Buffers older GPT-2 checkpoints carry that are not parameters (the causal mask).
+NOT_PARAMETERS = (".attn.bias", ".attn.masked_bias")
+EOT_ID_GPT2 = 50256
+
+
+class HFError(Exception):
+    """A folder or name that cannot be loaded as GPT-2; the message says why."""
+
+
+def hub_cache_dir() -> Path:
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
+    return home / "hub"
+
+
+def resolve(name_or_path) -> Path:
+    """A folder with config.json, or a model name found in the local Hugging Face cache."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    repo = hub_cache_dir() / f"models--{str(name_or_path).replace('/', '--')}"
+    ref = repo / "refs" / "main"
+    if ref.exists():
+        snapshot = repo / "snapshots" / ref.read_text().strip()
+        if (snapshot / "config.json").exists():
+            return snapshot
+    raise HFError(f"{name_or_path} is neither a folder nor a model in the local Hugging Face cache "
+                  f"({hub_cache_dir()}); nothing is downloaded: fetch it once with huggingface-cli "
+                  f"download {name_or_path}, or pass a folder")
+
+
+def config_from_hf(hf: dict, dtype: str = "float32", dropout: float | None = None) -> GPTConfig:
+    """Our GPTConfig for a Hugging Face GPT-2 config.json, refusing what we do not implement."""
+    architectures = hf.get("architectures") or []
+    if hf.get("model_type") != "gpt2" or any(a not in ("GPT2LMHeadModel", "GPT2Model") for a in architectures):
+        raise HFError(f"config.json describes a {hf.get('model_type')!r} model ({', '.join(architectures) or '?'}); "
+                      "only GPT-2 (GPT2LMHeadModel) can be loaded")
+    unsupported = {"activation_function": ("gelu_new", "gelu_pytorch_tanh"), "layer_norm_epsilon": (1e-5,),
+                   "n_inner": (None, 4 * hf.get("n_embd", 0)), "scale_attn_weights": (True,),
+                   "scale_attn_by_inverse_layer_idx": (False,), "reorder_and_upcast_attn": (False,)}
+    for key, allowed in unsupported.items():
+        if key in hf and hf[key] not in allowed:
+            raise HFError(f"config.json sets {key} = {hf[key]!r}; numpygpt implements only {allowed[0]!r}")
+    try:
+        return GPTConfig(vocab_size=hf["vocab_size"], block_size=hf["n_positions"], n_layer=hf["n_layer"],
+                         n_head=hf["n_head"], n_embd=hf["n_embd"],
+                         dropout=hf.get("resid_pdrop", 0.0) if dropout is None else dropout,
+                         tie_weights=hf.get("tie_word_embeddings", True), dtype=dtype)
+    except KeyError as e:
+        raise HFError(f"config.json lacks {e.args[0]}") from None
+    except ValueError as e:
+        raise HFError(f"config.json: {e}") from None
+
+
+def load(name_or_path, dtype: str = "float32", dropout: float | None = None) -> GPT:
+    """A GPT with the weights of a Hugging Face GPT-2 folder (or cached model name)."""
+    folder = resolve(name_or_path)
+    try:
+        hf_config = json.loads((folder / "config.json").read_text())
+    except FileNotFoundError:
+        raise HFError(f"{folder} has no config.json") from None
+    except json.JSONDecodeError as e:
+        raise HFError(f"{folder}/config.json is not valid JSON ({e})") from None
+    config = config_from_hf(hf_config, dtype, dropout)
+    weights = folder / "model.safetensors"
+    if not weights.exists():
+        other = "pytorch_model.bin is a pickle, which numpygpt does not read; " \
+            if (folder / "pytorch_model.bin").exists() else ""
+        raise HFError(f"{folder} has no model.safetensors; {other}save it with save_pretrained(safe_serialization=True)")
+    try:
+        tensors, _ = safetensors.load(weights)
+    except safetensors.SafetensorsError as e:
+        raise HFError(str(e)) from None
+    model = GPT(config)
+    ours = {}
+    for name, array in tensors.items():
+        name = name[len(PREFIX):] if name.startswith(PREFIX) else name
+        if name.endswith(NOT_PARAMETERS) or (name == "lm_head.weight" and config.tie_weights):
+            continue
+        ours[name] = array
+    try:
+        model.params.load_state_dict(ours)
+    except ValueError as e:
+        raise HFError(f"{weights}: {e}") from None
+    return model
+
+
+def hf_config(config: GPTConfig, eot_token: int | None) -> dict:
+    eot = EOT_ID_GPT2 if eot_token is None else eot_token
+    return {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": config.vocab_size,
+            "n_positions": config.block_size, "n_ctx": config.block_size, "n_embd": config.n_embd,
+            "n_layer": config.n_layer, "n_head": config.n_head, "n_inner": None,
+            "activation_function": "gelu_new", "resid_pdrop": config.dropout, "embd_pdrop": config.dropout,
+            "attn_pdrop": config.dropout, "layer_norm_epsilon": 1e-5, "initializer_range": 0.02,
+            "scale_attn_weights": True, "use_cache": True, "tie_word_embeddings": config.tie_weights,
+            "bos_token_id": eot, "eos_token_id": eot, "torch_dtype": config.dtype}
+
+
+def export(model: GPT, folder, tokenizer_dir=None, eot_token: int | None = None):
+    """Write `model` as a Hugging Face GPT-2 folder: config.json, model.safetensors and, given a
+    tokenizer folder, vocab.json + merges.txt. Biases our model leaves out (the seed's qkv) are
+    written as zeros, which computes the same function."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for name in model.params:
+        key = name if name == "lm_head.weight" else PREFIX + name
+        tensors[key] = model.params[name]
+    c = model.config.n_embd
+    for i in range(model.config.n_layer):
+        for name, size in (("attn.c_attn.bias", 3 * c), ("attn.c_proj.bias", c), ("mlp.c_fc.bias", 4 * c),
+                           ("mlp.c_proj.bias", c)):
+            tensors.setdefault(f"{PREFIX}h.{i}.{name}", np.zeros(size, model.params.dtype))
+    with open(folder / "model.safetensors", "wb") as f:
+        safetensors.save(tensors, f, {"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(hf_config(model.config, eot_token), indent=2))
+    if tokenizer_dir is not None:
+        try:
+            encoder, merges = find_vocab_files(tokenizer_dir)
+        except VocabError as e:
+            raise HFError(str(e)) from None
+        (folder / "vocab.json").write_bytes(encoder.read_bytes())
+        (folder / "merges.txt").write_bytes(merges.read_bytes())
+        eot = "<|endoftext|>"
+        (folder / "tokenizer_config.json").write_text(json.dumps(
+            {"tokenizer_class": "GPT2Tokenizer", "model_max_length": model.config.block_size,
+             "bos_token": eot, "eos_token": eot, "unk_token": eot, "add_prefix_space": False}, indent=2))
+
+
+def main(argv=None) -> int:
+    """python -m numpygpt.hf export CHECKPOINT FOLDER: a trained checkpoint (an output directory
+    or a step-* directory) as a Hugging Face GPT-2 folder."""
+    import argparse
+    import sys
+
+    from . import checkpoint
+    from bpe import load as load_tokenizer
+
+    parser = argparse.ArgumentParser(prog="python -m numpygpt.hf", description=main.__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    export_cmd = commands.add_parser("export", help="write a checkpoint as a Hugging Face GPT-2 folder")
+    export_cmd.add_argument("checkpoint", help="output directory (its latest checkpoint) or a checkpoint directory")
+    export_cmd.add_argument("folder", help="where to write config.json, model.safetensors, vocab.json, merges.txt")
+    args = parser.parse_args(argv)
+    try:
+        ckpt = checkpoint.load(args.checkpoint)
+        eot = load_tokenizer(ckpt.tokenizer_dir).eot_token if ckpt.tokenizer_dir else None
+        export(ckpt.build_model(), args.folder, ckpt.tokenizer_dir, eot)
+    except (checkpoint.CheckpointError, HFError, VocabError) as e:
+        print(f"numpygpt.hf: error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.folder}: load it with GPT2LMHeadModel.from_pretrained({args.folder!r})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
