@@ -545,6 +545,7 @@ def find_special(texts: list[str], specials: frozenset[str]) -> str | None:
     return found and found.group()
 
 
+@functools.lru_cache(maxsize=64)
 def special_pattern(specials: frozenset[str]) -> regex.Pattern:
     """A pattern capturing any of `specials`, longest first so none hides a longer one."""
     return regex.compile("(" + "|".join(map(regex.escape, sorted(specials, key=len,

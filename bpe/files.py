@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from pathlib import Path
 
 import regex
@@ -137,6 +138,14 @@ def write_vocab(folder: str | Path, tokens: list[bytes],
     texts = [token_to_text(t) for t in tokens]
     encoder = {text: i for i, text in enumerate(texts)}
     encoder_path, merges_path = (folder / name for name in GPT2_NAMES)
-    encoder_path.write_text(json.dumps(encoder), encoding="utf-8")
     lines = [VERSION_LINE] + [f"{texts[a]} {texts[b]}" for a, b in merges]
-    merges_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_atomically(merges_path, "\n".join(lines) + "\n")
+    write_atomically(encoder_path, json.dumps(encoder))
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write UTF-8 `text` to `path` so that a crash leaves the old file or the new one, never
+    half of one (a checkpoint folder must not hold a vocabulary that fails to load)."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)

@@ -32,14 +32,14 @@ import numpy as np
 import regex
 from numba import njit
 
-from .encoder import Tokenizer
+from .encoder import Tokenizer, special_pattern
 from .files import bytes_to_unicode
 from .pretokenize import codepoint_classes, piece_ends, utf8
 from .tables import copy_range, empty_pair_table, pair_get, pair_put
 
 CHUNK_CHARS = 1 << 20  # characters read from a file at a time
 MERGES_PER_CALL = 256  # merges between two progress reports
-ASCII_SPACES = frozenset(b" \t\n\x0b\x0c\r")
+ASCII_SPACES = " \t\n\x0b\x0c\r"
 
 Corpus = str | os.PathLike | Iterable[str | os.PathLike]
 
@@ -65,7 +65,7 @@ def train(corpus: Corpus, vocab_size: int,
                          f"and {len(special_tokens)} special token(s), so at least "
                          f"{256 + len(special_tokens)}")
     report = progress_reporter(sys.stderr.isatty() if verbose is None else verbose)
-    words = count_words(documents(corpus), [utf8(s) for s in special_tokens], report)
+    words = count_words(documents(corpus), special_tokens, report)
     report(f"counted {len(words):,} distinct words; learning {n_merges:,} merges", True)
     merges = learn_merges(words, n_merges, report)
     byte_order = list(bytes_to_unicode())
@@ -120,7 +120,7 @@ def read_chunks(path: Path) -> Iterator[str]:
             yield chunk
 
 
-def count_words(docs: Iterable[Iterable[str]], special_tokens: Sequence[bytes],
+def count_words(docs: Iterable[Iterable[str]], special_tokens: Sequence[str],
                 report=lambda message, force=False: None) -> Counter[bytes]:
     """Count the GPT-2 pieces (as UTF-8 bytes) of every document, special tokens cut out.
 
@@ -128,50 +128,50 @@ def count_words(docs: Iterable[Iterable[str]], special_tokens: Sequence[bytes],
     `safe_cut` and the rest carried into the next, so the counts equal those of the whole.
     """
     counts: Counter[bytes] = Counter()
-    special = (regex.compile(b"|".join(map(regex.escape, sorted(special_tokens, key=len,
-                                                                reverse=True))))
-               if special_tokens else None)
+    special = special_pattern(frozenset(special_tokens)) if special_tokens else None
     longest_special = max(map(len, special_tokens), default=0)
-    n_bytes = 0
+    n_chars = 0
     for doc in docs:
-        carry = b""
+        carry = ""
         for chunk in doc:
-            data = carry + utf8(chunk)
-            cut = safe_cut(data, special, longest_special)
-            count_text(data[:cut], special, counts)
-            carry = data[cut:]
-            n_bytes += len(chunk)
-            report(f"read {n_bytes / 1e6:,.0f} MB")
+            text = carry + chunk
+            cut = safe_cut(text, special, longest_special)
+            count_text(text[:cut], special, counts)
+            carry = text[cut:]
+            n_chars += len(chunk)
+            report(f"read {n_chars / 1e6:,.0f}M characters")
         count_text(carry, special, counts)
     return counts
 
 
-def safe_cut(data: bytes, special: regex.Pattern | None, longest_special: int) -> int:
-    """A place to cut UTF-8 text so that both halves split into the same pieces as the whole:
+def safe_cut(text: str, special: regex.Pattern | None, longest_special: int) -> int:
+    """A place to cut text so that both halves split into the same pieces as the whole:
     between an ASCII non-space and a single ' ' or '\\n' followed by an ASCII non-space
     (the piece before ends there, and ' word' or '\\n' starts the next either way), not
     inside a special token nor where one could start and run past the end. 0 if none."""
-    end = len(data) - max(longest_special, 2)
+    end = len(text) - max(longest_special, 2)
     while end > 0:
-        cut = max(data.rfind(b" ", 0, end), data.rfind(b"\n", 0, end))
+        cut = max(text.rfind(" ", 0, end), text.rfind("\n", 0, end))
         if cut <= 0:
             return 0
         end = cut
-        if not all(data[i] < 0x80 and data[i] not in ASCII_SPACES for i in (cut - 1, cut + 1)):
+        if not all(text[i].isascii() and text[i] not in ASCII_SPACES for i in (cut - 1, cut + 1)):
             continue
         if special and any(m.start() < cut < m.end() for m in special.finditer(
-                data, max(0, cut - longest_special), cut + longest_special)):
+                text, max(0, cut - longest_special), cut + longest_special)):
             continue
         return cut
     return 0
 
 
-def count_text(data: bytes, special: regex.Pattern | None, counts: Counter[bytes]) -> None:
-    """Add the pieces of the UTF-8 text `data`, special tokens cut out, to `counts`."""
+def count_text(text: str, special: regex.Pattern | None, counts: Counter[bytes]) -> None:
+    """Add the pieces of `text`, special tokens cut out, to `counts`."""
     classes = codepoint_classes()
-    for stretch in (special.split(data) if special else [data]):
-        ends = piece_ends(np.frombuffer(stretch, dtype=np.uint8), classes).tolist()
-        counts.update(map(stretch.__getitem__, map(slice, [0] + ends, ends)))
+    # special_pattern captures, so split() alternates stretch, special, stretch, ...
+    for stretch in (special.split(text)[::2] if special else [text]):
+        data = utf8(stretch)
+        ends = piece_ends(np.frombuffer(data, dtype=np.uint8), classes).tolist()
+        counts.update(map(data.__getitem__, map(slice, [0] + ends, ends)))
 
 
 class TrainState(NamedTuple):
