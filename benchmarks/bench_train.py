@@ -1,0 +1,214 @@
+"""Training speed: numpygpt side by side with PyTorch CPU on the same configs, in one run.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_train.py [--presets tiny shakespeare seed]
+
+For each preset: ms per step (forward + backward + AdamW), tokens/s, peak RSS, model FLOPs per
+token and MFU against this machine's measured float32 matmul rate; the same config in PyTorch
+(a minimal GPT-2 in benchmarks/torch_gpt.py, and transformers' GPT2LMHeadModel when installed)
+with the same threads, batch and sequence length; then where numpygpt's step time goes.
+Each measurement runs in a fresh subprocess so peak RSS is its own.
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+# preset -> (batch, vocab) used for the benchmark; dropout off so both sides do the same work
+CONFIGS = {
+    "tiny": dict(batch=8, vocab=512),
+    "shakespeare": dict(batch=16, vocab=4096),
+    "small": dict(batch=8, vocab=4096),
+    "seed": dict(batch=2, vocab=50257),
+}
+
+
+def model_config(preset_name):
+    from numpygpt.config import preset
+    spec = CONFIGS[preset_name]
+    return preset(preset_name).with_(vocab_size=spec["vocab"], dropout=0.0), spec["batch"]
+
+
+def flops_per_token(config) -> float:
+    """Training FLOPs per token: 6 per parameter-token in the matmuls (2 forward, 4 backward),
+    plus attention's QK^T and PV: 6 * 2 * n_layer * T * C (Kaplan et al., PaLM appendix B)."""
+    c, layers, t, v = config.n_embd, config.n_layer, config.block_size, config.vocab_size
+    matmul_params = layers * 12 * c * c + v * c
+    return 6 * matmul_params + 12 * layers * t * c
+
+
+def time_steps(step, warmup, steps):
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def run_numpygpt(preset_name, steps, profile):
+    from numpygpt.model import GPT
+    from numpygpt.optim import AdamW
+    config, batch = model_config(preset_name)
+    model = GPT(config)
+    optimizer = AdamW(model.params, lr=1e-4)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, config.vocab_size, size=(batch, config.block_size + 1))
+
+    def step():
+        model.zero_grad()
+        model.loss(ids[:, :-1], ids[:, 1:])
+        model.backward()
+        optimizer.step()
+    result = {"seconds": time_steps(step, 2, steps)}
+    if profile:
+        result["breakdown"] = breakdown(step)
+    return result
+
+
+def breakdown(step):
+    """Where one step's time goes: BLAS matmuls, each Numba kernel, and the rest (NumPy
+    copies, dropout, Python), from cProfile over a few steps."""
+    import cProfile
+    import pstats
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(3):
+        step()
+    profiler.disable()
+    stats = pstats.Stats(profiler).stats
+    total = sum(v[2] for k, v in stats.items())  # tottime summed = wall time of the steps
+    groups = {}
+    for (file, _, name), (_, _, tottime, _, _) in stats.items():
+        if "kernels.py" in file:
+            key = f"kernel {name}"
+        elif name in ("<built-in method numpy.core.multiarray.matmul>", "matmul") or "matmul" in name:
+            key = "BLAS matmul"
+        else:
+            key = "other (NumPy copies, dropout, Python)"
+        groups[key] = groups.get(key, 0.0) + tottime
+    return {k: v / total for k, v in sorted(groups.items(), key=lambda kv: -kv[1])}
+
+
+def run_torch(preset_name, steps, kind):
+    import torch
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", os.cpu_count())))
+    config, batch = model_config(preset_name)
+    if kind == "hf":
+        import transformers
+        hf_config = transformers.GPT2Config(vocab_size=config.vocab_size, n_positions=config.block_size,
+                                            n_embd=config.n_embd, n_layer=config.n_layer, n_head=config.n_head,
+                                            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+        model = transformers.GPT2LMHeadModel(hf_config)
+        forward = lambda x, y: model(x, labels=y).loss
+    else:
+        from torch_gpt import TorchGPT
+        model = TorchGPT(config)
+        forward = model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=False, foreach=True)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, config.vocab_size, (batch, config.block_size + 1), generator=g)
+    x, y = (ids, ids) if kind == "hf" else (ids[:, :-1], ids[:, 1:])
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        forward(x, y).backward()
+        optimizer.step()
+    return {"seconds": time_steps(step, 2, steps)}
+
+
+def matmul_gflops() -> float:
+    """This machine's float32 matmul rate through NumPy's BLAS (1024^3, median of 10)."""
+    a = np.random.default_rng(0).random((1024, 1024), dtype=np.float32)
+    seconds = time_steps(lambda: a @ a, 3, 10)
+    return 2 * 1024 ** 3 / seconds / 1e9
+
+
+def child(args):
+    """One measurement in this process: print a JSON line with the result and peak RSS."""
+    if args.impl == "numpygpt":
+        result = run_numpygpt(args.preset, args.steps, args.profile)
+    else:
+        sys.path.insert(0, str(HERE))
+        result = run_torch(args.preset, args.steps, args.impl)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+def measure(preset_name, impl, steps, profile=False):
+    cmd = [sys.executable, __file__, "--child", "--impl", impl, "--preset", preset_name, "--steps", str(steps)]
+    if profile:
+        cmd.append("--profile")
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode:
+        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def blas_info() -> str:
+    try:
+        from threadpoolctl import threadpool_info
+        return "; ".join(f"{i['internal_api']} {i.get('version')} {i.get('architecture')} x{i['num_threads']}"
+                         for i in threadpool_info())
+    except ImportError:
+        return "threadpoolctl not installed"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="+", default=["tiny", "shakespeare", "seed"], choices=list(CONFIGS))
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--impl", default="numpygpt", help=argparse.SUPPRESS)
+    parser.add_argument("--preset", help=argparse.SUPPRESS)
+    parser.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args)
+
+    peak = matmul_gflops()
+    print(f"machine: {os.cpu_count()} cores; float32 matmul {peak:.0f} GFLOP/s; BLAS: {blas_info()}")
+    try:
+        import torch
+        impls = ["torch"] + (["hf"] if __import__("importlib").util.find_spec("transformers") else [])
+        print(f"torch {torch.__version__}, {os.environ.get('BENCH_THREADS', os.cpu_count())} threads")
+    except ImportError:
+        impls = []
+        print("torch not installed: numpygpt alone")
+    header = f"{'preset':<12}{'impl':<10}{'ms/step':>9}{'tok/s':>9}{'RSS MB':>8}{'GFLOP/s':>9}{'MFU':>6}{'tok/s ratio':>12}{'RSS ratio':>10}"
+    print(header)
+    breakdowns = {}
+    for name in args.presets:
+        config, batch = model_config(name)
+        tokens = batch * config.block_size
+        rows = {impl: measure(name, impl, args.steps, profile=(impl == "numpygpt")) for impl in ["numpygpt"] + impls}
+        ours = rows["numpygpt"]
+        breakdowns[name] = ours.pop("breakdown", {})
+        for impl, r in rows.items():
+            if "error" in r:
+                print(f"{name:<12}{impl:<10}  failed: {r['error']}")
+                continue
+            tps = tokens / r["seconds"]
+            gflops = tps * flops_per_token(config) / 1e9
+            ratio = (tokens / ours["seconds"]) / tps if impl != "numpygpt" else 1.0
+            rss_ratio = ours["peak_rss_mb"] / r["peak_rss_mb"]
+            print(f"{name:<12}{impl:<10}{r['seconds'] * 1000:>9.1f}{tps:>9.0f}{r['peak_rss_mb']:>8.0f}"
+                  f"{gflops:>9.1f}{gflops / peak:>6.0%}{ratio:>12.2f}{rss_ratio:>10.2f}")
+    print("\n(tok/s ratio and RSS ratio: numpygpt / that row)")
+    print("\nwhere numpygpt's step time goes:")
+    for name, groups in breakdowns.items():
+        print(f"  {name}: " + ", ".join(f"{k} {v:.0%}" for k, v in groups.items()))
+
+
+if __name__ == "__main__":
+    main()
