@@ -118,7 +118,8 @@ def run_torch(preset_name, steps, kind):
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=False, foreach=True)
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, config.vocab_size, (batch, config.block_size + 1), generator=g)
-    x, y = (ids, ids) if kind == "hf" else (ids[:, :-1], ids[:, 1:])
+    # transformers shifts the labels itself, so it takes the same T tokens as input and labels
+    x, y = (ids[:, :-1], ids[:, :-1]) if kind == "hf" else (ids[:, :-1], ids[:, 1:])
 
     def step():
         optimizer.zero_grad(set_to_none=True)
