@@ -72,31 +72,57 @@ def run_numpygpt(preset_name, steps, profile):
         optimizer.step()
     result = {"seconds": time_steps(step, 2, steps)}
     if profile:
-        result["breakdown"] = breakdown(step)
+        result["breakdown"] = breakdown(step, config, batch)
     return result
 
 
-def breakdown(step):
-    """Where one step's time goes: BLAS matmuls, each Numba kernel, and the rest (NumPy
-    copies, dropout, Python), from cProfile over a few steps."""
+def replay_matmuls(config, batch, repeats=3) -> float:
+    """Seconds of one step's BLAS work, replayed on random arrays of the step's shapes and
+    layouts: every Linear forward (x @ W) and backward (x.T @ dout, dout @ W.T), the LM head,
+    and attention's four batched products forward and backward."""
+    rng = np.random.default_rng(0)
+    n, c, v = batch * config.block_size, config.n_embd, config.vocab_size
+    h, t = config.n_head, config.block_size
+    d = c // h
+    r = lambda *shape: rng.random(shape, dtype=np.float32)
+    linears = [(c, 3 * c), (c, c), (c, 4 * c), (4 * c, c)] * config.n_layer + [(c, v)]
+    arrays = [(r(n, i), r(i, o), r(n, o)) for i, o in linears]
+    q, k, att = r(batch, h, t, d), r(batch, h, t, d), r(batch, h, t, t)
+
+    def work():
+        for x, w, dout in arrays:
+            x @ w
+            x.T @ dout
+            dout @ w.T
+        for _ in range(config.n_layer):
+            q @ k.swapaxes(-1, -2)
+            att @ k
+            q @ k.swapaxes(-1, -2)
+            att.swapaxes(-1, -2) @ k
+            att @ k
+            att.swapaxes(-1, -2) @ q
+    return time_steps(work, 1, repeats)
+
+
+def breakdown(step, config, batch):
+    """Where one step's time goes: BLAS (replayed), each Numba kernel (cProfile sees their
+    dispatchers), and the rest: NumPy copies and elementwise work, dropout masks, Python."""
     import cProfile
     import pstats
+    steps = 3
     profiler = cProfile.Profile()
+    start = time.perf_counter()
     profiler.enable()
-    for _ in range(3):
+    for _ in range(steps):
         step()
     profiler.disable()
-    stats = pstats.Stats(profiler).stats
-    total = sum(v[2] for k, v in stats.items())  # tottime summed = wall time of the steps
+    total = (time.perf_counter() - start) / steps
     groups = {}
-    for (file, _, name), (_, _, tottime, _, _) in stats.items():
-        if "kernels.py" in file:
-            key = f"kernel {name}"
-        elif name in ("<built-in method numpy.core.multiarray.matmul>", "matmul") or "matmul" in name:
-            key = "BLAS matmul"
-        else:
-            key = "other (NumPy copies, dropout, Python)"
-        groups[key] = groups.get(key, 0.0) + tottime
+    for (file, _, name), (_, _, tottime, _, _) in pstats.Stats(profiler).stats.items():
+        if file.endswith("kernels.py"):
+            groups[f"kernel {name}"] = groups.get(f"kernel {name}", 0.0) + tottime / steps
+    groups["BLAS matmuls"] = replay_matmuls(config, batch)
+    groups["other (NumPy copies, dropout, Python)"] = max(total - sum(groups.values()), 0.0)
     return {k: v / total for k, v in sorted(groups.items(), key=lambda kv: -kv[1])}
 
 
