@@ -4,7 +4,8 @@
 
 Measures, each as the best of --repeat runs:
 - encoding one text on one thread (MB/s of UTF-8), and GPT-2's split regex alone for scale;
-- encode_batch of the text's paragraphs on every core;
+- encode_batch on every core, of the text's paragraphs (many small texts) and of the text in
+  64 pieces (few large ones), with the CPU time per wall time (2.0: both cores busy);
 - training a vocabulary (seconds), bpe.train against tokenizers' BPE trainer.
 tiktoken and tokenizers are built offline from GPT-2's encoder.json + vocab.bpe; either is
 skipped when not installed. All encoders must give the same ids, or the benchmark stops.
@@ -46,12 +47,18 @@ def parse_args() -> argparse.Namespace:
 
 def best_of(repeat: int, run) -> tuple[float, object]:
     """(fastest seconds, result) of `repeat` calls of run()."""
-    times, result = [], None
+    seconds, _, result = timed(repeat, run)
+    return seconds, result
+
+
+def timed(repeat: int, run) -> tuple[float, float, object]:
+    """(fastest wall seconds, process CPU seconds of that call, result) of `repeat` calls."""
+    best, result = (float("inf"), 0.0), None
     for _ in range(repeat):
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         result = run()
-        times.append(time.perf_counter() - start)
-    return min(times), result
+        best = min(best, (time.perf_counter() - wall, time.process_time() - cpu))
+    return best[0], best[1], result
 
 
 def tiktoken_gpt2(folder: Path):
@@ -102,13 +109,13 @@ def cpu_name() -> str:
 def print_table(title: str, rows: list[tuple[str, float]], unit: str, baseline: str,
                 higher_is_better: bool) -> None:
     print(f"\n{title}")
-    print(f"  {'':34} {unit:>9}  vs {baseline}")
+    print(f"  {'':42} {unit:>9}  vs {baseline.split(' [')[0]}")
     base = dict(rows).get(baseline)
     for name, value in rows:
         ratio = "" if base is None else (f"{value / base:5.2f}x" if higher_is_better
                                          else f"{base / value:5.2f}x faster" if value < base
                                          else f"{value / base:5.2f}x slower")
-        print(f"  {name:34} {value:9.2f}  {ratio}")
+        print(f"  {name:42} {value:9.2f}  {ratio}")
 
 
 def bench_encode(args, text: str) -> None:
@@ -133,24 +140,35 @@ def bench_encode(args, text: str) -> None:
     print_table(f"Encoding one text on one thread ({mb:.2f} MB, {len(expected):,} tokens)",
                 single, "MB/s", "tiktoken encode_ordinary", True)
 
-    docs = text.split("\n\n")
-    batch: list[tuple[str, float]] = []
-    seconds, expected = best_of(args.repeat, lambda: ours.encode_batch(
-        docs, num_threads=args.threads))
-    batch.append((f"bpe encode_batch ({args.threads} threads)", mb / seconds))
-    seconds, _ = best_of(args.repeat, lambda: ours.encode_batch(docs, num_threads=1))
-    batch.append(("bpe encode_batch (1 thread)", mb / seconds))
+    paragraphs = text.split("\n\n")
+    step = len(text) // 64 + 1
+    pieces = [text[i:i + step] for i in range(0, len(text), step)]
+    for docs, what in ((paragraphs, "paragraphs"), (pieces, "pieces")):
+        bench_batch(args, ours, tik, hf, docs, f"encode_batch of {len(docs):,} {what}", mb)
+
+
+def bench_batch(args, ours, tik, hf, docs: list[str], title: str, mb: float) -> None:
+    rows: list[tuple[str, float]] = []
+    threads = args.threads
+
+    def measure(name, run, check):
+        seconds, cpu, result = timed(args.repeat, run)
+        assert check(result), f"{name} disagrees with bpe"
+        rows.append((f"{name} [{cpu / seconds:.1f} cores]", mb / seconds))
+
+    expected = ours.encode_batch(docs, num_threads=threads)
+    same = expected.__eq__
+    measure(f"bpe encode_batch ({threads} thr)",
+            lambda: ours.encode_batch(docs, num_threads=threads), same)
+    measure("bpe encode_batch (1 thr)", lambda: ours.encode_batch(docs, num_threads=1), same)
     if tik:
-        seconds, ids = best_of(args.repeat, lambda: tik.encode_ordinary_batch(
-            docs, num_threads=args.threads))
-        assert ids == expected, "tiktoken and bpe disagree"
-        batch.append((f"tiktoken encode_batch ({args.threads} thr)", mb / seconds))
+        measure(f"tiktoken encode_batch ({threads} thr)",
+                lambda: tik.encode_ordinary_batch(docs, num_threads=threads), same)
     if hf:
-        seconds, encodings = best_of(args.repeat, lambda: hf.encode_batch(docs))
-        assert [e.ids for e in encodings] == expected, "tokenizers and bpe disagree"
-        batch.append(("tokenizers encode_batch (rayon)", mb / seconds))
-    print_table(f"encode_batch of {len(docs):,} paragraphs", batch, "MB/s",
-                f"tiktoken encode_batch ({args.threads} thr)", True)
+        measure("tokenizers encode_batch (rayon)", lambda: hf.encode_batch(docs),
+                lambda encodings: [e.ids for e in encodings] == expected)
+    baseline = next((name for name, _ in rows if name.startswith("tiktoken")), "")
+    print_table(title, rows, "MB/s", baseline, True)
 
 
 def bench_train(args, text_path: Path) -> None:
