@@ -19,8 +19,6 @@ GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|
 
 # Code-point classes of the scanner: the three character sets the pattern names, and the rest.
 OTHER, LETTER, NUMBER, SPACE = 0, 1, 2, 3
-# The longest lookahead of the pattern past a piece's first character: "'re", "'ve", "'ll".
-MAX_LOOKAHEAD = 3
 
 APOSTROPHE, BLANK = ord("'"), ord(" ")
 S, T, M, D, R, V, L, E = (ord(c) for c in "stmdrvle")
@@ -135,13 +133,9 @@ def piece_ends(data, classes):
     return ends[:n_pieces]
 
 
-def split_bytes(data: bytes) -> list[bytes]:
-    """GPT-2's pieces of UTF-8 bytes, found by the fast scanner."""
-    ends = piece_ends(np.frombuffer(data, dtype=np.uint8), codepoint_classes()).tolist()
-    return [data[start:end] for start, end in zip([0] + ends, ends)]
-
-
 def split(text: str) -> list[str]:
     """GPT-2's pieces of `text`, found by the fast scanner; equals `split_reference(text)`
     for every string without lone surrogates."""
-    return [piece.decode("utf-8") for piece in split_bytes(utf8(text))]
+    data = utf8(text)
+    ends = piece_ends(np.frombuffer(data, dtype=np.uint8), codepoint_classes()).tolist()
+    return [data[start:end].decode("utf-8") for start, end in zip([0] + ends, ends)]
