@@ -117,18 +117,23 @@ def test_gpt2_vocabulary_facts(gpt2):
     assert gpt2.encode("Hello world") == [15496, 995]
 
 
-@pytest.mark.parametrize("name", ["tinyshakespeare.txt", "the-verdict.txt"])
-def test_gpt2_ids_on_corpora(gpt2, reference, data_dir, name):
-    text = (data_dir / name).read_text(encoding="utf-8")
-    ids = gpt2.encode(text)
-    assert ids == reference.encode(text)
-    assert gpt2.decode(ids) == text
+def corpora(data_dir):
+    """(name, text) of every .txt file in the shared data folder."""
+    paths = sorted(data_dir.glob("*.txt"))
+    assert {p.name for p in paths} >= {"tinyshakespeare.txt", "the-verdict.txt"}
+    return [(p.name, p.read_text(encoding="utf-8")) for p in paths]
 
 
-@pytest.mark.parametrize("name", ["tinyshakespeare.txt", "the-verdict.txt"])
-def test_gpt2_ids_on_corpora_equal_tiktoken(gpt2, tiktoken_gpt2, data_dir, name):
-    text = (data_dir / name).read_text(encoding="utf-8")
-    assert gpt2.encode(text) == tiktoken_gpt2.encode(text)
+def test_gpt2_ids_on_every_corpus(gpt2, reference, data_dir):
+    for name, text in corpora(data_dir):
+        ids = gpt2.encode(text)
+        assert ids == reference.encode(text), name
+        assert gpt2.decode(ids) == text, name
+
+
+def test_gpt2_ids_on_every_corpus_equal_tiktoken(gpt2, tiktoken_gpt2, data_dir):
+    for name, text in corpora(data_dir):
+        assert gpt2.encode(text) == tiktoken_gpt2.encode(text), name
 
 
 @pytest.mark.parametrize("text", HARD_CASES + ["x" * 3000, "7" * 1000, "=" * 500,
