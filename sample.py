@@ -13,12 +13,19 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
+# Each generated token is one small matmul per weight (B rows), and BLAS threads do not pay for
+# those: waking them costs more than they save on the CPU-sized presets, and on a busy machine
+# each wake-up waits for a free core (GPT-2 small at 2 threads on 2 shared cores: 310 ms a
+# token, against 31 ms on one; see benchmarks/README.md). So one thread unless the environment
+# says otherwise. OpenBLAS reads this when numpy loads.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import bpe
-from numpygpt import checkpoint
-from numpygpt.generate import DONE, TextStream, generate
-from numpygpt.sampling import Sampler
+import numpy as np  # noqa: E402
+
+import bpe  # noqa: E402
+from numpygpt import checkpoint  # noqa: E402
+from numpygpt.generate import DONE, TextStream, generate  # noqa: E402
+from numpygpt.sampling import Sampler  # noqa: E402
 
 PROG = "sample.py"
 SEPARATOR = "---------------\n"
@@ -51,25 +58,28 @@ def checked(convert, rule, ok):
 def parse_args(argv):
     p = ArgumentParser(prog=PROG, description="Sample text from a trained numpygpt model.")
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--out-dir", default="out", help="training output directory; its latest "
+    where.add_argument("--out-dir", default="out", metavar="DIR", help="training output directory; its latest "
                        "checkpoint is used (default: out)")
-    where.add_argument("--checkpoint", type=Path, help="a checkpoint directory (out/step-000200) "
+    where.add_argument("--checkpoint", type=Path, metavar="PATH", help="a checkpoint directory (out/step-000200) "
                        "or an output directory")
-    p.add_argument("--tokenizer", type=Path,
+    p.add_argument("--tokenizer", type=Path, metavar="DIR",
                    help="folder with encoder.json + vocab.bpe (default: the checkpoint's own)")
     prompt = p.add_mutually_exclusive_group()
-    prompt.add_argument("--prompt", help="text to continue; '-' reads it from stdin "
+    prompt.add_argument("--prompt", metavar="TEXT", help="text to continue; '-' reads it from stdin "
                         "(default: start a new document)")
-    prompt.add_argument("--prompt-file", type=Path, help="read the prompt from this file")
-    p.add_argument("--num-samples", type=checked(int, "at least 1", lambda n: n >= 1), default=1)
-    p.add_argument("--max-new-tokens", type=checked(int, "0 or more", lambda n: n >= 0), default=200)
+    prompt.add_argument("--prompt-file", type=Path, metavar="PATH", help="read the prompt from this file")
+    p.add_argument("--num-samples", type=checked(int, "at least 1", lambda n: n >= 1), default=1,
+                   metavar="N", help="samples to write, generated together (default: 1)")
+    p.add_argument("--max-new-tokens", type=checked(int, "0 or more", lambda n: n >= 0),
+                   default=200, metavar="N", help="tokens to generate per sample (default: 200)")
     p.add_argument("--temperature", type=checked(float, "0 (greedy) or more", lambda t: t >= 0),
-                   default=1.0, help="0 always picks the most likely token (default: 1)")
-    p.add_argument("--top-k", type=checked(int, "at least 1", lambda k: k >= 1),
+                   default=1.0, metavar="T", help="0 always picks the most likely token (default: 1)")
+    p.add_argument("--top-k", type=checked(int, "at least 1", lambda k: k >= 1), metavar="K",
                    help="sample only from the k most likely tokens")
     p.add_argument("--top-p", type=checked(float, "in (0, 1]", lambda q: 0 < q <= 1), default=1.0,
-                   help="sample only from the most likely tokens holding this much probability")
-    p.add_argument("--seed", type=int, help="random seed; the same seed gives the same text")
+                   metavar="P", help="sample only from the most likely tokens that together hold "
+                   "probability P (default: 1, all)")
+    p.add_argument("--seed", type=int, metavar="N", help="random seed; the same seed gives the same text")
     p.add_argument("--stop-at-eot", action="store_true",
                    help="end a sample when it produces <|endoftext|>")
     return p.parse_args(argv)
@@ -145,6 +155,9 @@ def run(args):
     if tok.n_vocab > vocab_size:
         fail(f"the tokenizer in {tokenizer_dir} has {tok.n_vocab} tokens but the model only "
              f"{vocab_size}; pass the tokenizer the model was trained with (--tokenizer)")
+    if args.stop_at_eot and tok.eot_token is None:
+        fail(f"the tokenizer in {tokenizer_dir} has no <|endoftext|> token to stop at; "
+             f"leave out --stop-at-eot")
     if text is not None:
         prompt = tok.encode(text, allowed_special="all")
     else:  # a new document: after <|endoftext|>, or after a newline without one

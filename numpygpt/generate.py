@@ -112,6 +112,8 @@ class Decoder:
     def prefill(self, ids):
         """ids: (B, T) integers -> logits (B, V) after the last token."""
         ids = np.asarray(ids, dtype=np.int64)
+        if ids.shape[1] == 0:
+            raise ValueError("nothing to prefill: give at least one token")
         if ids.shape[1] > self.block_size:
             self.note_slide()
             ids = ids[:, -self.block_size:]
