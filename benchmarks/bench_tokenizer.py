@@ -28,7 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 import bpe  # noqa: E402
-from bpe.files import unicode_to_bytes  # noqa: E402
+from bpe.files import text_to_token  # noqa: E402
 from bpe.pretokenize import GPT2_PATTERN  # noqa: E402
 
 SHARED = REPO_ROOT.parent / "shared"
@@ -67,10 +67,8 @@ def tiktoken_gpt2(folder: Path):
         import tiktoken
     except ImportError:
         return None
-    byte_of = unicode_to_bytes()
     encoder = json.loads((folder / "encoder.json").read_text(encoding="utf-8"))
-    ranks = {bytes(byte_of[c] for c in text): i for text, i in encoder.items()
-             if text != "<|endoftext|>"}
+    ranks = {text_to_token(text): i for text, i in encoder.items() if text != "<|endoftext|>"}
     return tiktoken.Encoding(name="gpt2-from-files", pat_str=GPT2_PATTERN,
                              mergeable_ranks=ranks,
                              special_tokens={"<|endoftext|>": encoder["<|endoftext|>"]})

@@ -48,31 +48,25 @@ def bytes_to_unicode() -> dict[int, str]:
 
 
 @functools.cache
-def unicode_to_bytes() -> dict[str, int]:
-    """The inverse of `bytes_to_unicode`: printable character -> byte."""
-    return {c: b for b, c in bytes_to_unicode().items()}
-
-
-@functools.cache
-def translations() -> tuple[dict[int, str], dict[int, int], regex.Pattern]:
-    """str.translate tables: (byte as Latin-1 char -> table char, table char -> byte,
+def from_table() -> tuple[dict[int, int], regex.Pattern]:
+    """(a str.translate table from each table character to its byte, read as Latin-1,
     a pattern matching any character outside the table)."""
     table = bytes_to_unicode()
-    to_text = {b: c for b, c in table.items()}
     to_latin1 = {ord(c): b for b, c in table.items()}
     outside = regex.compile("[^" + "".join(map(regex.escape, table.values())) + "]")
-    return to_text, to_latin1, outside
+    return to_latin1, outside
 
 
 def token_to_text(token: bytes) -> str:
     """Write a token's bytes as GPT-2 does in its files (b' the' -> 'Ġthe')."""
-    return token.decode("latin-1").translate(translations()[0])
+    # Latin-1 turns each byte into the character of the same number, which translate maps.
+    return token.decode("latin-1").translate(bytes_to_unicode())
 
 
 def text_to_token(text: str) -> bytes:
     """Read a token written by `token_to_text`; text with characters outside the table
     (only special tokens can have them) is taken as plain UTF-8 text."""
-    _, to_latin1, outside = translations()
+    to_latin1, outside = from_table()
     if outside.search(text):
         return text.encode("utf-8")
     return text.translate(to_latin1).encode("latin-1")
@@ -112,10 +106,11 @@ def read_vocab(folder: str | Path) -> tuple[dict[str, int], list[tuple[str, str]
         lines = merges_path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as err:
         raise VocabError(f"{merges_path} is not UTF-8 text ({err})") from None
+    first = 1
     if lines and lines[0].startswith("#version"):
-        lines = lines[1:]
+        lines, first = lines[1:], 2
     merges = []
-    for number, line in enumerate(lines, start=2):
+    for number, line in enumerate(lines, start=first):
         if not line:
             continue
         parts = line.split(" ")
