@@ -33,7 +33,8 @@ def split_reference(text: str) -> list[str]:
 def codepoint_classes() -> np.ndarray:
     """(0x110000,) uint8: the class (OTHER, LETTER, NUMBER, SPACE) of every code point,
     as `regex` defines \\p{L}, \\p{N} and \\s (so the scanner shares its Unicode version)."""
-    every_char = "".join(map(chr, range(0x110000)))
+    # Every code point in one string, surrogates too (which UTF-32 must be told to pass).
+    every_char = np.arange(0x110000, dtype="<u4").tobytes().decode("utf-32-le", "surrogatepass")
     classes = np.full(0x110000, OTHER, dtype=np.uint8)
     for cls, pattern in ((LETTER, r"\p{L}+"), (NUMBER, r"\p{N}+"), (SPACE, r"\s+")):
         for match in regex.finditer(pattern, every_char):
