@@ -14,6 +14,7 @@ can fail to: BPE may reach its bytes by another route. Those stay out of the tab
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -528,7 +529,8 @@ class Tokenizer:
     def _encode_stretches(self, stretches: list[bytes]) -> list[list[int]]:
         """The ids of each stretch of UTF-8 text (no special tokens), by one kernel call."""
         data = np.frombuffer(b"".join(stretches), dtype=np.uint8)
-        ends = np.cumsum(np.fromiter(map(len, stretches), dtype=np.int64, count=len(stretches)))
+        ends = np.fromiter(itertools.accumulate(map(len, stretches)), dtype=np.int64,
+                           count=len(stretches))
         ids, id_ends = encode_texts(data, ends, codepoint_classes(), self._tables)
         ids = ids.tolist()  # one list, then slices: far cheaper than a tolist per stretch
         bounds = [0, *id_ends.tolist()]
