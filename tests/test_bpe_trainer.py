@@ -194,3 +194,12 @@ def test_first_ids_follow_gpt2_byte_order():
     assert list(bytes_to_unicode())[:3] == [ord("!"), ord('"'), ord("#")]
     tokenizer = train("", 257)
     assert tokenizer.tokens[0] == b"!"
+
+
+def test_non_ascii_special_tokens_survive_save_and_load(tmp_path):
+    tokenizer = train("a b c a b", 262, ["<|endoftext|>", "<|é中|>"])
+    tokenizer.save(tmp_path)
+    loaded = bpe.load(tmp_path)
+    assert loaded.special_tokens == tokenizer.special_tokens
+    assert loaded.encode("a<|é中|>", allowed_special="all") == [tokenizer.tokens.index(b"a"),
+                                                                  tokenizer.special_tokens["<|é中|>"]]
