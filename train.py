@@ -12,6 +12,7 @@ from numpygpt.config import PRESETS, preset
 from numpygpt.data import DataError, check_long_enough, load_tokenizer, prepare_dataset
 from numpygpt.model import GPT
 from numpygpt.safetensors import SafetensorsError
+from numpygpt.shards import is_shard_dir
 from numpygpt.trainer import TrainConfig, Trainer, TrainingError, plot_metrics, text_sampler, train_preset
 
 MODEL_FLAGS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "dtype")
@@ -21,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default="shakespeare", choices=sorted(PRESETS), help="model preset")
-    p.add_argument("--data", help="UTF-8 text file or folder of .txt files (default: tiny Shakespeare)")
+    p.add_argument("--data", help="UTF-8 text file or folder of .txt files (default: tiny Shakespeare), or "
+                                  "a shard folder from python -m numpygpt.data prepare")
     p.add_argument("--tokenizer", help="'train' (BPE learnt on the training text), 'gpt2', or a folder "
                                        "with encoder.json + vocab.bpe (default: the preset's)")
     p.add_argument("--vocab-size", type=int, help="vocabulary size when the tokenizer is trained")
@@ -50,7 +52,8 @@ def new_run(args):
         raise checkpoint.CheckpointError(f"{args.out_dir} already holds a checkpoint; pass --resume to continue "
                                          "it, or --out-dir for a new run")
     defaults = train_preset(args.model)
-    tokenizer = args.tokenizer or defaults.pop("tokenizer")
+    # Shards carry their own vocabulary: the preset's default would only be checked against it.
+    tokenizer = args.tokenizer or (None if is_shard_dir(args.data) else defaults.pop("tokenizer"))
     defaults.pop("tokenizer", None)
     model_config = preset(args.model).with_(**given(args, MODEL_FLAGS), vocab_size=args.vocab_size)
     train_fields = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}

@@ -9,6 +9,9 @@ Downloads (tiny Shakespeare, GPT-2's vocabulary) are checked against SHA-256 and
 `data/`. Offline, the text falls back to the reference manual every Python carries
 (`pydoc_data`), and GPT-2's vocabulary to a BPE trained on the training text; each fallback is
 said in one line.
+
+A corpus too large for memory is tokenized into shards first (numpygpt.shards):
+`python -m numpygpt.data prepare INPUT --out DIR`, then `--data DIR` loads them here.
 """
 import hashlib
 import json
@@ -195,7 +198,7 @@ def load_tokenizer(folder):
 @dataclass
 class Dataset:
     """Memory-mapped token ids of the two splits, and what they were made from."""
-    train: np.ndarray   # (N_train,) uint16 or uint32
+    train: np.ndarray   # (N_train,) uint16 or uint32; or shards.ShardedTokens, sliced alike
     val: np.ndarray     # (N_val,)
     tokenizer_dir: Path
     name: str
@@ -259,8 +262,12 @@ def check_long_enough(dataset: Dataset, block_size: int):
 
 
 def prepare_dataset(data_path, tokenizer: str, vocab_size: int, data_dir: Path | None = None) -> Dataset:
-    """Text (a path, or tiny Shakespeare when None) + tokenizer spec -> tokenized Dataset."""
+    """Text (a path, or tiny Shakespeare when None) + tokenizer spec -> tokenized Dataset.
+    A shard folder (from `prepare`) is loaded as it is; its tokenizer spec may be None."""
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+    from . import shards  # here, not at the top: shards imports this module
+    if shards.is_shard_dir(data_path):
+        return shards.load_dataset(data_path, tokenizer, data_dir)
     if data_path is None:
         text, name = default_text(data_dir)
     else:
@@ -268,3 +275,9 @@ def prepare_dataset(data_path, tokenizer: str, vocab_size: int, data_dir: Path |
     train_text, _ = split_text(text)
     tokenizer_dir = resolve_tokenizer(tokenizer, train_text, vocab_size, data_dir)
     return tokenize_splits(text, name, tokenizer_dir, data_dir)
+
+
+if __name__ == "__main__":  # python -m numpygpt.data prepare INPUT --out DIR
+    # The package's copy of the CLI, not this __main__ one, so DataError is one class throughout.
+    from numpygpt.shards import main
+    sys.exit(main())
