@@ -3,8 +3,8 @@
 The input is a text file, a `.jsonl` file (one JSON object a line; its "text" field is a
 document), or a folder of them (recursively, in sorted path order), each plain, `.gz`, or
 `.zst` (needs the `zstandard` package: `pip install numpygpt[zstd]`). In a text file the
-literal `<|endoftext|>` ends a document, and so does the end of the file. Documents that are
-only whitespace are skipped.
+literal `<|endoftext|>` ends a document, and so does the end of the file; in a .jsonl text it
+is ordinary text. Documents that are only whitespace are skipped.
 
 Nothing is read whole. A document longer than `segment_bytes` comes in segments, cut where a
 word ends (a printable ASCII byte followed by a space or a line break): GPT-2's pre-tokenizer

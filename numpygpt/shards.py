@@ -220,9 +220,9 @@ def batches(segments, max_chars: int):
 
 
 class ProgressLine:
-    """`prepare  37% | 120/325 MB | 41.2 MB/s | 31,234,567 tokens | ETA 0:00:05` on stderr:
-    redrawn in place on a terminal, printed every 10 s otherwise. The rate and ETA count
-    on-disk (compressed) input bytes."""
+    """`[#########...............]  37% | 120/325 MB | 41.2 MB/s | 31,234,567 tokens | ETA
+    00:00:05` on stderr: redrawn in place on a terminal, printed every 10 s otherwise. The
+    rate and ETA count on-disk (compressed) input bytes."""
 
     def __init__(self, total_bytes: int, start_bytes: int, stream=sys.stderr):
         self.total, self.start_bytes, self.stream = total_bytes, start_bytes, stream
@@ -236,9 +236,10 @@ class ProgressLine:
         self.last_print = now
         rate = (bytes_read - self.start_bytes) / max(now - self.start_time, 1e-9)
         eta = (self.total - bytes_read) / rate if rate > 0 else 0
-        line = (f"prepare {100 * bytes_read / max(self.total, 1):3.0f}% | {bytes_read / 1e6:,.0f}/"
-                f"{self.total / 1e6:,.0f} MB | {rate / 1e6:.1f} MB/s | {tokens:,} tokens | "
-                f"ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}")
+        done = bytes_read / max(self.total, 1)
+        bar = "#" * int(24 * done)
+        line = (f"[{bar:.<24}] {100 * done:3.0f}% | {bytes_read / 1e6:,.0f}/{self.total / 1e6:,.0f} MB | "
+                f"{rate / 1e6:.1f} MB/s | {tokens:,} tokens | ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}")
         self.stream.write(("\r" + line + "\033[K" + ("\n" if final else "")) if self.tty else line + "\n")
         self.stream.flush()
 
@@ -321,6 +322,8 @@ class Preparation:
                 previous = current
             if previous:
                 self.write(*previous)
+        if not any(self.documents.values()):
+            raise DataError(f"{self.corpus.path} holds no text")
         for writer in self.writers.values():
             writer.close()
         self.checkpoint(complete=True)
@@ -523,7 +526,7 @@ def main(argv=None) -> int:
     counts = {split: (sum(s["tokens"] for s in manifest["shards"] if s["split"] == split),
                       sum(s["split"] == split for s in manifest["shards"]),
                       manifest["cursor"]["documents"][split]) for split in SPLITS}
-    print("; ".join(f"{split}: {tokens:,} tokens in {n} shards from {docs:,} documents"
+    print("; ".join(f"{split}: {tokens:,} tokens in {n} shard{'s' * (n != 1)} from {docs:,} documents"
                     for split, (tokens, n, docs) in counts.items()), file=sys.stderr)
     if not counts["val"][2]:
         print(f"note: no document went to validation; split the text into more documents (files, "

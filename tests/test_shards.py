@@ -229,7 +229,8 @@ def test_train_py_trains_on_shards(corpus_dir, gpt2_dir, tmp_path):
     argv = ["--model", "tiny", "--block-size", "16", "--batch-size", "4", "--eval-iters", "2", "--sample-tokens",
             "0", "--data", str(tmp_path / "shards"), "--steps", "2", "--eval-interval", "2"]
     assert train.main(argv + ["--out-dir", str(tmp_path / "run")]) == 0
-    assert "val_bpb" in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1]
+    assert train.main(argv + ["--out-dir", str(tmp_path / "run"), "--resume", "--steps", "3"]) == 0
+    assert "val_bpb" in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[1]
     dataset = data.prepare_dataset(tmp_path / "shards", str(gpt2_dir), 0)
     assert dataset.tokenizer_dir == tmp_path / "shards" / "tokenizer"
 
@@ -249,6 +250,8 @@ def test_bad_input_gives_one_clear_line(tmp_path, gpt2_dir, monkeypatch, capsys)
     assert run(latin1, "a") == 2 and "latin1.txt is not UTF-8 text (bad byte at offset 3)" in last_line(capsys, "numpygpt.data")
     (tmp_path / "empty").mkdir()
     assert run(tmp_path / "empty", "b") == 2 and "no .txt or .jsonl files" in last_line(capsys, "numpygpt.data")
+    (tmp_path / "empty" / "blank.txt.gz").write_bytes(gzip.compress(b" \n" + SEP.encode() + b"\n"))
+    assert run(tmp_path / "empty", "b") == 2 and "empty holds no text" in last_line(capsys, "numpygpt.data")
     assert run(tmp_path / "missing.txt", "c") == 2 and "data not found" in last_line(capsys, "numpygpt.data")
     bad_json = tmp_path / "bad.jsonl"
     bad_json.write_text('{"text": "fine"}\n{"text": 3}\n')
