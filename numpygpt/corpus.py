@@ -6,10 +6,11 @@ document), or a folder of them (recursively, in sorted path order), each plain, 
 literal `<|endoftext|>` ends a document, and so does the end of the file; in a .jsonl text it
 is ordinary text. Documents that are only whitespace are skipped.
 
-Nothing is read whole. A document longer than `segment_bytes` comes in segments, cut where a
-word ends (a printable ASCII byte followed by a space or a line break): GPT-2's pre-tokenizer
-always splits there, so encoding the segments gives exactly the document's tokens. Only a run
-of SEARCH_BYTES with no word end in it is cut elsewhere (at a character boundary).
+Nothing is read whole but a .jsonl line. A text file's document longer than `segment_bytes`
+comes in segments, cut where a word ends (a printable ASCII byte followed by a space or a line
+break): GPT-2's pre-tokenizer always splits there, so encoding the segments gives exactly the
+document's tokens. Only a run of SEARCH_BYTES with no word end in it is cut elsewhere (at a
+character boundary).
 
 Each segment carries the `Position` after it, and `Corpus.segments(start)` reads on from any
 such position: a preparation that stopped resumes where its last shard was complete.

@@ -391,11 +391,6 @@ def prepare(input_path, out_dir, tokenizer_dir, settings: ShardSettings = ShardS
 # Reading
 
 
-@functools.lru_cache(maxsize=64)  # bounded: each map holds a file descriptor
-def map_shard(path: Path, dtype: np.dtype, count: int) -> np.ndarray:
-    return np.memmap(path, dtype=dtype, mode="r", offset=HEADER.size, shape=(count,))
-
-
 class ShardedTokens:
     """A split's token stream, memory-mapped across its shards: `len()` and `[start:stop]`
     like a 1-D array, so `get_batch` cuts windows from it as from one array.
@@ -409,6 +404,11 @@ class ShardedTokens:
         self.paths, self.counts, self.dtype = list(paths), list(counts), np.dtype(dtype)
         self.bounds = [0, *itertools.accumulate(self.counts)]  # shard i holds bounds[i]:bounds[i+1]
         self.start, self.stop = start, self.bounds[-1] if stop is None else stop
+        # Maps opened on first use, the 64 latest kept: each holds a file descriptor.
+        self.shard = functools.lru_cache(maxsize=64)(self._map_shard)
+
+    def _map_shard(self, i: int) -> np.ndarray:
+        return np.memmap(self.paths[i], dtype=self.dtype, mode="r", offset=HEADER.size, shape=(self.counts[i],))
 
     def __len__(self) -> int:
         return self.stop - self.start
@@ -422,8 +422,7 @@ class ShardedTokens:
         i = bisect_right(self.bounds, start) - 1
         while start < stop:
             end = min(stop, self.bounds[i + 1])
-            pieces.append(map_shard(self.paths[i], self.dtype, self.counts[i])[start - self.bounds[i]:
-                                                                               end - self.bounds[i]])
+            pieces.append(self.shard(i)[start - self.bounds[i]:end - self.bounds[i]])
             start, i = end, i + 1
         if len(pieces) == 1:
             return pieces[0]
