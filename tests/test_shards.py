@@ -154,7 +154,8 @@ def test_an_interrupted_run_resumes_to_identical_shards(corpus_dir, gpt2_dir, tm
         crash_on_call(patch, owner, name, n, before)
         with pytest.raises(Crash):
             prepare(corpus_dir, tmp_path / "resumed", gpt2_dir)
-    assert not json.loads((tmp_path / "resumed" / "manifest.json").read_text())["complete"]
+    with pytest.raises(data.DataError, match="resumed is unfinished .* run python -m numpygpt.data prepare again"):
+        shards.load_dataset(tmp_path / "resumed")
     prepare(corpus_dir, tmp_path / "resumed", gpt2_dir)
     assert shard_bytes(tmp_path / "resumed") == shard_bytes(tmp_path / "clean")
     assert not list((tmp_path / "resumed").glob("*.tmp"))
