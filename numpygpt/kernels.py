@@ -119,43 +119,60 @@ def gelu_backward_reference(dout, x):
     return dout * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
 
 
-# The kernels use the same function in its sigmoid form, 0.5 (1 + tanh u) = sigmoid(2u):
-#   gelu(x)  = x s,                       s = 1 / (1 + e),  e = exp(-2u)
-#   gelu'(x) = s + 2 x s (1 - s) du/dx,   1 - s = e s (exact where s is near 1)
-# exp vectorises where libm's tanh does not (4x faster), and unlike 1 - 2/(exp(2u) + 1) the
-# sigmoid form never subtracts nearly equal numbers, so float32 stays accurate for x << 0.
-
-
-@njit(inline="always", fastmath=True)
-def gelu_sigmoid_terms(v, scale, cubic, one, limit):
-    """(s, e) for input v, with -2u clamped to [-limit, limit] so exp stays finite."""
-    u = scale * (v + cubic * v * v * v)
-    e = np.exp(min(max(-(u + u), -limit), limit))
-    return one / (one + e), e
+# Numba has no vector exp or tanh here (its LLVM is not built with a vector math library), so
+# libm's scalar tanh made GELU the slowest kernel; NumPy's exp is SIMD. GELU is therefore three
+# vectorised passes: Numba computes exp's argument, NumPy takes exp, Numba combines. It uses
+# the function's sigmoid form, 0.5 (1 + tanh u) = 1 / (1 + exp(-2u)) = s:
+#   gelu(x)  = x s
+#   gelu'(x) = s + 2 x s (1 - s) du/dx,   with 1 - s = e s where e = exp(-2u)
+# which, unlike 1 + tanh(u), never subtracts nearly equal numbers: float32 stays accurate for
+# x << 0 too.
 
 
 @njit(parallel=True, cache=True, fastmath=True)
-def gelu_forward(x, out):
-    """In place elementwise on flat (M,) arrays: out = gelu(x)."""
+def gelu_exp_argument(x, w):
+    """w = -2u = -2 sqrt(2/pi) (x + 0.044715 x^3), clamped to +-80 so exp(w) stays finite,
+    elementwise on flat (M,) arrays. sigmoid(80) is 1 to 2e-35."""
     f = x.dtype.type  # constants in x's precision: a float64 literal would promote float32 math
-    scale, cubic, one, limit = f(GELU_SCALE), f(GELU_CUBIC), f(1.0), f(40.0)
+    scale, cubic, limit = f(-2.0 * GELU_SCALE), f(GELU_CUBIC), f(80.0)
     for i in prange(x.size):
         v = x[i]
-        s, _ = gelu_sigmoid_terms(v, scale, cubic, one, limit)
-        out[i] = v * s
+        w[i] = min(max(scale * (v + cubic * v * v * v), -limit), limit)
 
 
 @njit(parallel=True, cache=True, fastmath=True)
-def gelu_backward(dout, x, dx):
-    """In place elementwise on flat (M,) arrays: dx = dout * gelu'(x). dx may alias dout."""
+def gelu_combine_forward(x, e, out):
+    """out = x / (1 + e) = x s. out may alias e."""
+    one = x.dtype.type(1.0)
+    for i in prange(x.size):
+        out[i] = x[i] / (one + e[i])
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def gelu_combine_backward(dout, x, e, dx):
+    """dx = dout * (s + 2 x s (e s) du/dx). dx may alias dout or e."""
     f = x.dtype.type
-    scale, cubic, one, two, limit = f(GELU_SCALE), f(GELU_CUBIC), f(1.0), f(2.0), f(40.0)
-    three_cubic = f(3.0 * GELU_CUBIC)
+    scale, three_cubic, one, two = f(GELU_SCALE), f(3.0 * GELU_CUBIC), f(1.0), f(2.0)
     for i in prange(x.size):
         v = x[i]
-        s, e = gelu_sigmoid_terms(v, scale, cubic, one, limit)
+        s = one / (one + e[i])
         du = scale * (one + three_cubic * v * v)
-        dx[i] = dout[i] * (s + two * v * s * (e * s) * du)
+        dx[i] = dout[i] * (s + two * v * s * (e[i] * s) * du)
+
+
+def gelu_forward(x, out):
+    """out = gelu(x), elementwise on flat (M,) arrays."""
+    gelu_exp_argument(x, out)
+    np.exp(out, out=out)
+    gelu_combine_forward(x, out, out)
+
+
+def gelu_backward(dout, x, dx):
+    """dx = dout * gelu'(x), elementwise on flat (M,) arrays. dx may alias dout."""
+    e = np.empty_like(x)
+    gelu_exp_argument(x, e)
+    np.exp(e, out=e)
+    gelu_combine_backward(dout, x, e, dx)
 
 
 # --------------------------------------------------------------------------------------------
@@ -243,29 +260,45 @@ def cross_entropy_backward_reference(probs, targets, dloss, ignore_index=-1):
 
 
 @njit(parallel=True, cache=True, fastmath=True)
-def cross_entropy_forward(logits, targets, ignore_index, row_losses):
-    """In place: logits (N, V) become probabilities; row_losses (N,) gets -log p[target] (0 on
-    ignored rows). One read and one write of the big (N, V) array, plus the max pass."""
+def shift_rows_by_max(logits, targets, ignore_index, row_losses):
+    """In place: each row z = x - max(x), so exp(z) <= 1 never overflows; row_losses gets
+    -z[target] (0 on ignored rows), the part of the loss known before the sum."""
     n, v = logits.shape
     for i in prange(n):
         row = logits[i]
-        target = targets[i]
-        target_logit = row[target] if target != ignore_index else 0.0
         mx = row[0]
         for j in range(1, v):
-            if row[j] > mx:
-                mx = row[j]
+            mx = max(mx, row[j])
+        for j in range(v):
+            row[j] -= mx
+        target = targets[i]
+        row_losses[i] = 0.0 if target == ignore_index else -row[target]
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def normalize_rows(probs, targets, ignore_index, row_losses):
+    """In place: rows of exp(z) become probabilities; row_losses += log(sum exp(z)) on kept rows.
+    -log p[target] = log(sum exp(z)) - z[target], exact even where p[target] underflows to 0."""
+    n, v = probs.shape
+    for i in prange(n):
+        row = probs[i]
         total = 0.0
         for j in range(v):
-            e = np.exp(row[j] - mx)
-            row[j] = e
-            total += e
-        inv = 1.0 / total
+            total += row[j]
+        inv = row.dtype.type(1.0 / total)
         for j in range(v):
             row[j] *= inv
-        # -log p[target] = log(sum exp(z - max)) - (z[target] - max), taken from the logit
-        # itself so it stays exact where p[target] underflows to 0.
-        row_losses[i] = 0.0 if target == ignore_index else math.log(total) - (target_logit - mx)
+        if targets[i] != ignore_index:
+            row_losses[i] += math.log(total)
+
+
+def cross_entropy_forward(logits, targets, ignore_index, row_losses):
+    """In place: logits (N, V) become probabilities; row_losses (N,) gets -log p[target] (0 on
+    ignored rows). Three vectorised passes over the big array: shift by the row max, NumPy's
+    SIMD exp (Numba's exp is scalar here), normalise."""
+    shift_rows_by_max(logits, targets, ignore_index, row_losses)
+    np.exp(logits, out=logits)
+    normalize_rows(logits, targets, ignore_index, row_losses)
 
 
 @njit(parallel=True, cache=True, fastmath=True)
