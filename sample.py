@@ -13,19 +13,12 @@ import os
 import sys
 from pathlib import Path
 
-# Each generated token is one small matmul per weight (B rows), and BLAS threads do not pay for
-# those: waking them costs more than they save on the CPU-sized presets, and on a busy machine
-# each wake-up waits for a free core (GPT-2 small at 2 threads on 2 shared cores: 310 ms a
-# token, against 31 ms on one; see benchmarks/README.md). So one thread unless the environment
-# says otherwise. OpenBLAS reads this when numpy loads.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-import bpe  # noqa: E402
-from numpygpt import checkpoint  # noqa: E402
-from numpygpt.generate import DONE, TextStream, generate  # noqa: E402
-from numpygpt.sampling import Sampler  # noqa: E402
+import bpe
+from numpygpt import checkpoint
+from numpygpt.generate import DONE, TextStream, generate
+from numpygpt.sampling import Sampler
 
 PROG = "sample.py"
 SEPARATOR = "---------------\n"

@@ -1,6 +1,6 @@
 """Generation speed: numpygpt with and without the KV cache, beside Hugging Face's GPT-2.
 
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_generate.py
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_generate.py [--threads 1]
 
 For each preset, a model with random weights greedily generates tokens after a random prompt
 until the context is full (Hugging Face's GPT-2 cannot go past it). Tokens/s counts the new
@@ -8,28 +8,23 @@ tokens over the whole call, prompt pass included. When torch and transformers ar
 (`pip install -e ".[bench]" transformers`), the same weights are loaded into
 `GPT2LMHeadModel` and timed with `generate(use_cache=True, do_sample=False)` on the same
 number of threads; its greedy tokens are compared with ours.
+
+Each library runs in a process of its own, with its own runtime defaults: numpygpt's import
+asks OpenMP to wait passively, torch keeps its active waiting. In one process they interfere:
+with torch imported first, a numpygpt decoding step of GPT-2 small took 313 ms instead of 21.
 """
 import argparse
+import importlib.util
+import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numba
 import numpy as np
-from threadpoolctl import threadpool_info, threadpool_limits
-
-try:  # before numpygpt, whose import asks OpenMP to wait passively: torch keeps its defaults
-    import torch
-    import transformers  # noqa: F401
-except ImportError:
-    torch = None
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from numpygpt.config import preset  # noqa: E402
-from numpygpt.generate import generate  # noqa: E402
-from numpygpt.model import GPT  # noqa: E402
-from numpygpt.sampling import Sampler  # noqa: E402
 
 
 def best_time(run, repeats):
@@ -44,45 +39,106 @@ def best_time(run, repeats):
     return min(times), result
 
 
+def workload(name, prompt_tokens, batch):
+    """The preset's model with random weights (the same in every process), a random prompt
+    repeated in each row (batch, prompt_tokens), and how many new tokens fill the context."""
+    from numpygpt.config import preset
+    from numpygpt.model import GPT
+
+    model = GPT(preset(name).with_(dropout=0.0), seed=0)
+    c = model.config
+    prompt = np.random.default_rng(0).integers(0, c.vocab_size, (1, prompt_tokens))
+    prompt = np.repeat(prompt, batch, axis=0)
+    return model, prompt, c.block_size - prompt_tokens
+
+
 def numpygpt_greedy(model, prompt, new_tokens, use_cache):
     """prompt: (B, T) -> (B, new_tokens) greedy tokens."""
+    from numpygpt.generate import generate
+    from numpygpt.sampling import Sampler
+
     steps = generate(model, prompt[0], max_new_tokens=new_tokens, sampler=Sampler(temperature=0),
                      rng=None, num_samples=prompt.shape[0], use_cache=use_cache)
     return np.stack(list(steps), axis=1)
 
 
-def hf_model(model):
-    """A transformers GPT2LMHeadModel holding `model`'s weights (Conv1D stores (in, out) as we
-    do, so no transposes; a missing qkv bias is a zero bias)."""
+def hf_run(args):
+    """In its own process: time HF's generate on the preset; print seconds and tokens as JSON."""
+    import torch  # first, so that its OpenMP starts with its own defaults
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    torch.set_num_threads(args.threads)
+    model, prompt, new_tokens = workload(args.hf, args.prompt_tokens, args.batch)
     c = model.config
     hf = GPT2LMHeadModel(GPT2Config(
         vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer,
         n_head=c.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
         activation_function="gelu_new", layer_norm_epsilon=1e-5))
+    # Conv1D stores (in, out) as we do, so the weights copy over by name; a missing qkv bias
+    # stays HF's zero bias, and the head is tied to wte.
     state = {f"transformer.{name}": torch.from_numpy(np.array(value))
              for name, value in model.params.values.items()}
     missing = hf.load_state_dict(state, strict=False).missing_keys
     assert all(key.endswith("c_attn.bias") or key == "lm_head.weight" for key in missing), missing
-    return hf.eval()
+    hf.eval()
+    ids = torch.from_numpy(prompt)
+
+    def run():
+        with torch.inference_mode():
+            out = hf.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                              do_sample=False, use_cache=True, pad_token_id=0, eos_token_id=None,
+                              attention_mask=torch.ones(ids.shape, dtype=torch.long))
+        return out[:, ids.shape[1]:].numpy()
+
+    seconds, tokens = best_time(run, args.repeats)
+    print(json.dumps({"seconds": seconds, "tokens": tokens.tolist()}))
 
 
-def hf_greedy(hf, prompt, new_tokens):
-    with torch.inference_mode():
-        out = hf.generate(torch.from_numpy(prompt), max_new_tokens=new_tokens,
-                          min_new_tokens=new_tokens, do_sample=False, use_cache=True,
-                          attention_mask=torch.ones(prompt.shape, dtype=torch.long),
-                          pad_token_id=0, eos_token_id=None)
-    return out[:, prompt.shape[1]:].numpy()
+def hf_in_subprocess(name, args):
+    command = [sys.executable, __file__, "--hf", name, "--threads", str(args.threads),
+               "--prompt-tokens", str(args.prompt_tokens), "--batch", str(args.batch),
+               "--repeats", str(args.repeats)]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    return result["seconds"], np.array(result["tokens"])
 
 
 def blas_report():
     """The BLAS that numpy's matmuls call, as threadpoolctl sees it."""
+    from threadpoolctl import threadpool_info
+
     return "; ".join(f"{i['internal_api']} {i.get('version')}, kernel {i.get('architecture')}, "
                      f"{i['num_threads']} threads ({Path(i['filepath']).name})"
                      for i in threadpool_info()
                      if i["user_api"] == "blas" and "numpy" in i["filepath"])
+
+
+def numpygpt_rows(args):
+    import numpygpt  # noqa: F401  first: it sets OpenMP's wait policy before Numba starts it
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    numba.set_num_threads(args.threads)
+    threadpool_limits(args.threads, user_api="blas")
+    have_hf = all(importlib.util.find_spec(m) for m in ("torch", "transformers"))
+    if not have_hf:
+        print("torch/transformers not installed: numpygpt only", file=sys.stderr)
+    for name in args.presets:
+        model, prompt, new_tokens = workload(name, args.prompt_tokens, args.batch)
+        n = args.batch * new_tokens
+        cached_s, ours = best_time(lambda: numpygpt_greedy(model, prompt, new_tokens, True),
+                                   args.repeats)
+        row = dict(preset=name, cached=n / cached_s, uncached=None, hf=None, same=None)
+        if not args.skip_uncached:  # slow: one timed run
+            uncached_s, ref = best_time(lambda: numpygpt_greedy(model, prompt, new_tokens, False), 1)
+            row["uncached"] = n / uncached_s
+            assert np.array_equal(ref, ours), "the cache changed the greedy tokens"
+        if have_hf:
+            hf_s, theirs = hf_in_subprocess(name, args)
+            row["hf"] = n / hf_s
+            row["same"] = f"{(theirs == ours).mean():.0%}"
+        print(row, file=sys.stderr)
+        yield row
 
 
 def main():
@@ -92,39 +148,14 @@ def main():
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2, help="for BLAS, Numba and torch alike")
-    p.add_argument("--skip-uncached", action="store_true", help="the slow full-forward runs")
+    p.add_argument("--skip-uncached", action="store_true", help="skip the slow full-forward runs")
+    p.add_argument("--hf", metavar="PRESET", help=argparse.SUPPRESS)  # the HF child process
     args = p.parse_args()
-
-    if torch is None:
-        print("transformers/torch not installed: numpygpt only", file=sys.stderr)
-    else:
-        torch.set_num_threads(args.threads)
-    numba.set_num_threads(args.threads)
-    threadpool_limits(args.threads, user_api="blas")
+    if args.hf:
+        return hf_run(args)
 
     load_at_start = os.getloadavg()[0]
-    rows = []
-    for name in args.presets:
-        model = GPT(preset(name).with_(dropout=0.0), seed=0)
-        c = model.config
-        new_tokens = c.block_size - args.prompt_tokens
-        prompt = np.random.default_rng(0).integers(0, c.vocab_size, (args.batch, args.prompt_tokens))
-        n = args.batch * new_tokens
-
-        cached_s, ours = best_time(lambda: numpygpt_greedy(model, prompt, new_tokens, True),
-                                   args.repeats)
-        row = dict(preset=name, cached=n / cached_s, uncached=None, hf=None, same=None)
-        if not args.skip_uncached:  # slow: one timed run
-            uncached_s, ref = best_time(lambda: numpygpt_greedy(model, prompt, new_tokens, False), 1)
-            row["uncached"] = n / uncached_s
-            assert np.array_equal(ref, ours), "the cache changed the greedy tokens"
-        if torch is not None:
-            hf = hf_model(model)
-            hf_s, theirs = best_time(lambda: hf_greedy(hf, prompt, new_tokens), args.repeats)
-            row["hf"] = n / hf_s
-            row["same"] = f"{(theirs == ours).mean():.0%}"
-        rows.append(row)
-        print(row, file=sys.stderr)
+    rows = list(numpygpt_rows(args))
 
     def fmt(x, spec=".1f"):
         return "-" if x is None else format(x, spec)
