@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 import bpe
-from numpygpt import checkpoint
+from numpygpt import checkpoint, hf
 from numpygpt.generate import DONE, TextStream, generate
 from numpygpt.sampling import Sampler
 
@@ -55,6 +55,8 @@ def parse_args(argv):
                        "checkpoint is used (default: out)")
     where.add_argument("--checkpoint", type=Path, metavar="PATH", help="a checkpoint directory (out/step-000200) "
                        "or an output directory")
+    where.add_argument("--init-from", metavar="PATH", help="a Hugging Face GPT-2 folder, or a model name "
+                       "(gpt2, gpt2-medium, ...) found in the local Hugging Face cache")
     p.add_argument("--tokenizer", type=Path, metavar="DIR",
                    help="folder with encoder.json + vocab.bpe (default: the checkpoint's own)")
     prompt = p.add_mutually_exclusive_group()
@@ -139,12 +141,17 @@ def write_samples(out, steps, streams, echo, flush):
 
 def run(args):
     text = read_prompt(args) if args.prompt is not None or args.prompt_file is not None else None
-    ckpt = checkpoint.load(args.checkpoint or args.out_dir)
-    tokenizer_dir = args.tokenizer or ckpt.tokenizer_dir
-    if tokenizer_dir is None:
-        fail(f"checkpoint {ckpt.path} has no tokenizer/ folder; pass --tokenizer DIR")
+    if args.init_from:
+        model = hf.load(args.init_from)
+        tokenizer_dir = args.tokenizer or hf.resolve(args.init_from)
+    else:
+        ckpt = checkpoint.load(args.checkpoint or args.out_dir)
+        model = ckpt.build_model()
+        tokenizer_dir = args.tokenizer or ckpt.tokenizer_dir
+        if tokenizer_dir is None:
+            fail(f"checkpoint {ckpt.path} has no tokenizer/ folder; pass --tokenizer DIR")
     tok = bpe.load(tokenizer_dir)
-    vocab_size = ckpt.config.vocab_size
+    vocab_size = model.config.vocab_size
     if tok.n_vocab > vocab_size:
         fail(f"the tokenizer in {tokenizer_dir} has {tok.n_vocab} tokens but the model only "
              f"{vocab_size}; pass the tokenizer the model was trained with (--tokenizer)")
@@ -155,8 +162,7 @@ def run(args):
         prompt = tok.encode(text, allowed_special="all")
     else:  # a new document: after <|endoftext|>, or after a newline without one
         prompt = [tok.eot_token] if tok.eot_token is not None else tok.encode_ordinary("\n")
-    model = ckpt.build_model()
-    block_size = ckpt.config.block_size
+    block_size = model.config.block_size
 
     def note_slide():
         print(f"{PROG}: note: the text is longer than the model's context of {block_size} "
@@ -177,7 +183,7 @@ def main(argv=None):
     sys.stdout.reconfigure(errors="replace")  # a terminal that cannot show a character
     try:
         run(args)
-    except (checkpoint.CheckpointError, bpe.VocabError, ValueError) as e:
+    except (checkpoint.CheckpointError, hf.HFError, bpe.VocabError, ValueError) as e:
         fail(str(e))
     except KeyboardInterrupt:
         print(file=sys.stderr)

@@ -138,3 +138,21 @@ def test_fine_tune_then_export_from_the_command_line(hf_folder, tmp_path, monkey
         np.testing.assert_allclose(ours.forward(ids), ref(torch.tensor(ids)).logits.numpy(), atol=1e-4, rtol=0)
     before = hf.load(hf_folder)
     assert not np.array_equal(before.params.data, ours.params.data)  # the weights were trained
+
+
+def test_sample_from_a_hugging_face_folder(tmp_path, gpt2_dir):
+    """sample.py --init-from a GPT-2 folder with its vocab.json + merges.txt writes text."""
+    import subprocess
+    import sys
+    from conftest import REPO_ROOT
+    model = GPT(GPTConfig(vocab_size=50257, block_size=32, n_layer=1, n_head=2, n_embd=8), seed=4)
+    hf.export(model, tmp_path / "gpt2-like", tokenizer_dir=gpt2_dir)
+    run = subprocess.run([sys.executable, str(REPO_ROOT / "sample.py"), "--init-from", str(tmp_path / "gpt2-like"),
+                          "--prompt", "Hello", "--max-new-tokens", "5", "--temperature", "0"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("Hello")
+    missing = subprocess.run([sys.executable, str(REPO_ROOT / "sample.py"), "--init-from", str(tmp_path / "nope")],
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode != 0 and "Traceback" not in missing.stderr
+    assert missing.stderr.startswith("sample.py: error: ") and len(missing.stderr.strip().splitlines()) == 1
