@@ -45,6 +45,10 @@ def flops_per_token(config) -> float:
     return 6 * matmul_params + 12 * layers * t * c
 
 
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def time_steps(step, warmup, steps):
     for _ in range(warmup):
         step()
@@ -70,8 +74,8 @@ def run_numpygpt(preset_name, steps, profile):
         model.loss(ids[:, :-1], ids[:, 1:])
         model.backward()
         optimizer.step()
-    result = {"seconds": time_steps(step, 2, steps)}
-    if profile:
+    result = {"seconds": time_steps(step, 2, steps), "peak_rss_mb": peak_rss_mb()}
+    if profile:  # after the peak is read: the replayed matmuls' arrays are not the model's
         result["breakdown"] = breakdown(step, config, batch)
     return result
 
@@ -151,7 +155,7 @@ def run_torch(preset_name, steps, kind):
         optimizer.zero_grad(set_to_none=True)
         forward(x, y).backward()
         optimizer.step()
-    return {"seconds": time_steps(step, 2, steps)}
+    return {"seconds": time_steps(step, 2, steps), "peak_rss_mb": peak_rss_mb()}
 
 
 def matmul_gflops() -> float:
@@ -168,7 +172,6 @@ def child(args):
     else:
         sys.path.insert(0, str(HERE))
         result = run_torch(args.preset, args.steps, args.impl)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
 
 

@@ -215,14 +215,13 @@ def case_adamw(lib, rng):
     """Not a derivative: AdamW's update against its formula, evaluated plainly in float64."""
     p, g = rng.normal(size=8), rng.normal(size=8)
     m, v = rng.normal(size=8) * 0.1, np.abs(rng.normal(size=8)) * 0.01
-    decay = np.arange(8) < 5
-    args = (1e-2, 0.9, 0.95, 1e-8, 0.1, 3)
+    args = (0.1, 1e-2, 0.9, 0.95, 1e-8, 3)  # weight decay, lr, beta1, beta2, eps, step
     ref = [a.copy() for a in (p, g, m, v)]
     t = args[-1]
     m_ref = 0.9 * m + 0.1 * g
     v_ref = 0.95 * v + 0.05 * g * g
-    expected = p - 1e-2 * ((m_ref / (1 - 0.9 ** t)) / (np.sqrt(v_ref / (1 - 0.95 ** t)) + 1e-8) + 0.1 * decay * p)
-    lib.adamw(ref[0], ref[1], ref[2], ref[3], decay, *args)
+    expected = p - 1e-2 * ((m_ref / (1 - 0.9 ** t)) / (np.sqrt(v_ref / (1 - 0.95 ** t)) + 1e-8) + 0.1 * p)
+    lib.adamw(ref[0], ref[1], ref[2], ref[3], *args)
     return Case("adamw", "m = b1 m + (1-b1) g,  v = b2 v + (1-b2) g^2",
                 "p -= lr ((m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps) + wd p)   (update vs formula)",
                 {"p": p.shape}, [TensorCheck("p_new", ref[0], expected)])

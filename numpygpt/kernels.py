@@ -346,18 +346,19 @@ def embedding_backward(dweight, ids, dout):
 # AdamW
 
 
-def adamw_reference(param, grad, m, v, decay, lr, beta1, beta2, eps, weight_decay, step):
-    """One AdamW step in place (decoupled weight decay on entries where decay is true)."""
+def adamw_reference(param, grad, m, v, weight_decay, lr, beta1, beta2, eps, step):
+    """One AdamW step in place, with decoupled weight decay."""
     m[:] = beta1 * m + (1 - beta1) * grad
     v[:] = beta2 * v + (1 - beta2) * grad * grad
     m_hat = m / (1 - beta1 ** step)
     v_hat = v / (1 - beta2 ** step)
-    param[:] = param - lr * (m_hat / (np.sqrt(v_hat) + eps) + weight_decay * decay * param)
+    param[:] = param - lr * (m_hat / (np.sqrt(v_hat) + eps) + weight_decay * param)
 
 
 @njit(parallel=True, cache=True, fastmath=True)
-def adamw(param, grad, m, v, decay, lr, beta1, beta2, eps, weight_decay, step):
-    """One pass over the flat (P,) buffers: moments, bias correction, decay, update."""
+def adamw(param, grad, m, v, weight_decay, lr, beta1, beta2, eps, step):
+    """One pass over flat (P,) buffers: moments, bias correction, decay, update. Called once
+    per run of parameters that share a weight decay (0 for biases and LayerNorm gains)."""
     correction1 = 1.0 - beta1 ** step
     correction2 = 1.0 - beta2 ** step
     for i in prange(param.size):
@@ -366,10 +367,7 @@ def adamw(param, grad, m, v, decay, lr, beta1, beta2, eps, weight_decay, step):
         vi = beta2 * v[i] + (1.0 - beta2) * g * g
         m[i] = mi
         v[i] = vi
-        update = (mi / correction1) / (math.sqrt(vi / correction2) + eps)
-        if decay[i]:
-            update += weight_decay * param[i]
-        param[i] -= lr * update
+        param[i] -= lr * ((mi / correction1) / (math.sqrt(vi / correction2) + eps) + weight_decay * param[i])
 
 
 @njit(parallel=True, cache=True, fastmath=True)

@@ -7,6 +7,9 @@ The contract, for every layer:
   twice (the tied embedding) and several micro-batches (gradient accumulation) both just add up.
 - Dropout is active only when a `numpy.random.Generator` is passed to `forward`: training
   passes one, evaluation passes None. The generator is the only source of randomness.
+- `backward` lets go of what `forward` kept (`x, self.x = self.x, None`), so activations are
+  freed layer by layer as the gradient flows down, as PyTorch's autograd frees its graph: the
+  memory they held serves the backward pass's own temporaries.
 
 Shapes: B batch, T time (tokens), C width (n_embd), H heads, D = C / H head size, V vocab.
 Activations are float32 (float64 for gradient checks); matmuls are reshaped to 2-D for BLAS.
@@ -16,6 +19,17 @@ import math
 import numpy as np
 
 from . import kernels
+
+
+ACCUMULATE_ROWS = 4096
+
+
+def accumulate_matmul(out, a, b):
+    """out += a @ b, a block of out's rows at a time, so the temporary product is at most
+    ACCUMULATE_ROWS rows (NumPy's matmul cannot add into its output). For GPT-2's LM head,
+    dW += dlogits.T @ x would otherwise make a 154 MB temporary every step."""
+    for start in range(0, out.shape[0], ACCUMULATE_ROWS):
+        out[start:start + ACCUMULATE_ROWS] += a[start:start + ACCUMULATE_ROWS] @ b
 
 
 class Embedding:
@@ -71,10 +85,10 @@ class LayerNorm:
           dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
         The two subtracted means are the terms that a naive "divide by std" backward forgets.
         """
-        dout2 = dout.reshape(self.x.shape)
-        dx = np.empty_like(self.x)
-        kernels.layernorm_backward(dout2, self.x, self.mean, self.rstd, self.weight,
-                                   dx, self.dweight, self.dbias)
+        (x, mean, rstd), self.x, self.mean, self.rstd = (self.x, self.mean, self.rstd), None, None, None
+        dout2 = dout.reshape(x.shape)
+        dx = np.empty_like(x)
+        kernels.layernorm_backward(dout2, x, mean, rstd, self.weight, dx, self.dweight, self.dbias)
         return dx.reshape(dout.shape)
 
 
@@ -103,8 +117,9 @@ class Linear:
           db += dout summed over rows
           dx  = dout @ W.T     (N, C_out) @ (C_out, C_in)
         """
+        x, self.x = self.x, None
         dout2 = dout.reshape(-1, self.weight.shape[1])
-        self.dweight += self.x.T @ dout2
+        accumulate_matmul(self.dweight, x.T, dout2)
         if self.bias is not None:
             self.dbias += dout2.sum(axis=0)
         return (dout2 @ self.weight.T).reshape(*dout.shape[:-1], self.weight.shape[0])
@@ -123,8 +138,9 @@ class GELU:
         """dx = dout * gelu'(x), elementwise, where with u = s (x + 0.044715 x^3):
           gelu'(x) = 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) * s (1 + 3 * 0.044715 x^2)
         """
+        x, self.x = self.x, None
         dx = np.empty_like(dout)
-        kernels.gelu_backward(np.ascontiguousarray(dout).reshape(-1), self.x.reshape(-1), dx.reshape(-1))
+        kernels.gelu_backward(np.ascontiguousarray(dout).reshape(-1), x.reshape(-1), dx.reshape(-1))
         return dx
 
 
@@ -146,7 +162,8 @@ class Dropout:
 
     def backward(self, dout):
         """out = x * mask, so dx = dout * mask: dropped elements pass no gradient."""
-        return dout if self.mask is None else dout * self.mask
+        mask, self.mask = self.mask, None
+        return dout if mask is None else dout * mask
 
 
 class CausalSelfAttention:
@@ -191,17 +208,20 @@ class CausalSelfAttention:
         """
         b, t, c = dout.shape
         h, d = self.n_head, c // self.n_head
+        (q, k, v, probs, att), self.q, self.k, self.v, self.probs, self.att = \
+            (self.q, self.k, self.v, self.probs, self.att), None, None, None, None, None
         dy = self.c_proj.backward(self.resid_dropout.backward(dout))
         dy = dy.reshape(b, t, h, d).transpose(0, 2, 1, 3)            # (B, H, T, D)
-        datt = dy @ self.v.swapaxes(-1, -2)                           # (B, H, T, T)
+        datt = dy @ v.swapaxes(-1, -2)                                # (B, H, T, T)
         dqkv = np.empty((b, t, 3, h, d), dtype=dout.dtype)
         dqkv_heads = dqkv.transpose(2, 0, 3, 1, 4)                    # (3, B, H, T, D) view
-        dqkv_heads[2] = self.att.swapaxes(-1, -2) @ dy
+        dqkv_heads[2] = att.swapaxes(-1, -2) @ dy
+        del att
         dscores = np.ascontiguousarray(self.attn_dropout.backward(datt))
-        kernels.causal_softmax_backward(dscores.reshape(b * h, t, t), self.probs.reshape(b * h, t, t),
-                                        self.scale)
-        dqkv_heads[0] = dscores @ self.k
-        dqkv_heads[1] = dscores.swapaxes(-1, -2) @ self.q
+        kernels.causal_softmax_backward(dscores.reshape(b * h, t, t), probs.reshape(b * h, t, t), self.scale)
+        del probs
+        dqkv_heads[0] = dscores @ k
+        dqkv_heads[1] = dscores.swapaxes(-1, -2) @ q
         return self.c_attn.backward(dqkv.reshape(b, t, 3 * c))
 
 
@@ -261,6 +281,7 @@ class LMHead:
           dW += dlogits.T @ x   (V, N) @ (N, C); when tied this adds to the embedding's gradient
           dx  = dlogits @ W     (N, V) @ (V, C)
         """
+        x, self.x = self.x, None
         d2 = dlogits.reshape(-1, self.weight.shape[0])
-        self.dweight += d2.T @ self.x
+        accumulate_matmul(self.dweight, d2.T, x)
         return (d2 @ self.weight).reshape(*dlogits.shape[:-1], self.weight.shape[1])

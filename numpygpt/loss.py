@@ -36,6 +36,6 @@ class SoftmaxCrossEntropy:
         L = (1/n) sum_rows [logsumexp(z) - z[target]], and d logsumexp(z)/dz = softmax(z) = p, so
           dL/dz = dloss * (p - onehot(target)) / n      on kept rows, 0 on ignored rows.
         """
-        kernels.cross_entropy_backward(self.probs, self.targets, self.ignore_index,
-                                       dloss / max(self.n_kept, 1))
-        return self.probs
+        probs, self.probs = self.probs, None  # becomes dlogits, owned by the caller from here
+        kernels.cross_entropy_backward(probs, self.targets, self.ignore_index, dloss / max(self.n_kept, 1))
+        return probs

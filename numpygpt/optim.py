@@ -11,19 +11,19 @@ class AdamW:
 
     For each parameter p with gradient g, at step t (from 1):
       m = b1 m + (1 - b1) g            v = b2 v + (1 - b2) g^2
-      p -= lr * ( (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps) + wd * p * decay_mask )
+      p -= lr * ( (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps) + wd * p * decays )
     The decay is applied to the parameter directly, not added to the gradient, so Adam's
-    scaling does not shrink it; `decay_mask` (P,) bool chooses which entries decay.
+    scaling does not shrink it. `decay_runs`, [(start, stop, decays)] covering the flat buffer
+    (see Parameters.runs), chooses which entries decay; by default all do.
     """
 
-    def __init__(self, params, lr=3e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, decay_mask=None):
+    def __init__(self, params, lr=3e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, decay_runs=None):
         self.params = params
         self.lr = lr
         self.beta1, self.beta2 = betas
         self.eps = eps
         self.weight_decay = weight_decay
-        self.decay_mask = (np.ones(params.data.size, dtype=np.bool_) if decay_mask is None
-                           else np.ascontiguousarray(decay_mask, dtype=np.bool_))
+        self.decay_runs = decay_runs or [(0, params.data.size, True)]
         self.m = np.zeros_like(params.data)
         self.v = np.zeros_like(params.data)
         self.step_count = 0
@@ -31,9 +31,11 @@ class AdamW:
     def step(self, lr=None):
         """One update from params.grad; `lr` overrides the learning rate for this step."""
         self.step_count += 1
-        kernels.adamw(self.params.data, self.params.grad, self.m, self.v, self.decay_mask,
-                      self.lr if lr is None else lr, self.beta1, self.beta2, self.eps,
-                      self.weight_decay, self.step_count)
+        p, g, m, v = self.params.data, self.params.grad, self.m, self.v
+        for start, stop, decays in self.decay_runs:
+            kernels.adamw(p[start:stop], g[start:stop], m[start:stop], v[start:stop],
+                          self.weight_decay if decays else 0.0, self.lr if lr is None else lr,
+                          self.beta1, self.beta2, self.eps, self.step_count)
 
     def state_dict(self) -> dict:
         return {"m": self.m.copy(), "v": self.v.copy(), "step": self.step_count}

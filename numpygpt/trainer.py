@@ -147,9 +147,8 @@ class Trainer:
         self.sample_fn = sample_fn   # (model) -> str, a short text shown at each evaluation
         self.run_info = run_info or {}
         self.tokenizer_files = checkpoint.read_tokenizer_files(dataset.tokenizer_dir)
-        decay = model.params.mask(is_decayed)
         self.optimizer = AdamW(model.params, lr=config.lr, betas=(config.beta1, config.beta2),
-                               weight_decay=config.weight_decay, decay_mask=decay)
+                               weight_decay=config.weight_decay, decay_runs=model.params.runs(is_decayed))
         self.step = 0
         self.data_rng = np.random.default_rng([config.seed, 1])
         self.dropout_rng = np.random.default_rng([config.seed, 2])

@@ -76,10 +76,10 @@ class LMHeadForgettingTiedUse(layers.LMHead):
         return (d2 @ self.weight).reshape(*dlogits.shape[:-1], self.weight.shape[1])
 
 
-def adamw_without_bias_correction(param, grad, m, v, decay, lr, beta1, beta2, eps, weight_decay, step):
+def adamw_without_bias_correction(param, grad, m, v, weight_decay, lr, beta1, beta2, eps, step):
     m[:] = beta1 * m + (1 - beta1) * grad
     v[:] = beta2 * v + (1 - beta2) * grad * grad
-    param -= lr * (m / (np.sqrt(v) + eps) + weight_decay * decay * param)
+    param -= lr * (m / (np.sqrt(v) + eps) + weight_decay * param)
 
 
 BREAKS = {

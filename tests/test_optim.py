@@ -18,8 +18,11 @@ def make_params():
 def test_adamw_matches_the_formula_by_hand():
     """Two steps of AdamW, written out from the paper's formula for one scalar at a time."""
     params = make_params()
-    decay = params.mask(lambda name, shape: len(shape) >= 2)
-    opt = AdamW(params, lr=0.01, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1, decay_mask=decay)
+    runs = params.runs(lambda name, shape: len(shape) >= 2)
+    decay = np.zeros(params.data.size, dtype=bool)
+    for start, stop, decays in runs:
+        decay[start:stop] = decays
+    opt = AdamW(params, lr=0.01, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1, decay_runs=runs)
     rng = np.random.default_rng(1)
     p = params.data.copy()
     m = np.zeros_like(p)
