@@ -9,9 +9,10 @@ documents of about 50 KB at paragraph breaks, in .txt files of 32 MB separated b
 subprocess: on one core it is pinned there with `taskset -c 0` and given --workers 1.
 
 Reported per run: wall time of the whole command (Python start and vocabulary load included),
-the command's own MB/s (after start-up, from its last progress line), the CPU time over wall
-time ("cores"), and the peak resident memory of the subprocess (ru_maxrss from wait4), which
-should not grow with the corpus. The runs on 1 and 2 cores must give the same shards.
+the command's own MB/s (after start-up, from its last progress line), its CPU time over wall
+time ("cores used"), the CPU that every other process used meanwhile (from /proc/stat: the
+machine is shared), and the peak resident memory of the subprocess (ru_maxrss from wait4),
+which should not grow with the corpus. The runs on 1 and 2 cores must give the same shards.
 """
 import argparse
 import hashlib
@@ -63,22 +64,29 @@ def generate_corpus(folder: Path, megabytes: int) -> int:
     return total
 
 
+def machine_cpu_seconds() -> float:
+    """CPU seconds spent by all processes since boot (user, nice, system, irq, softirq)."""
+    user, nice, system, _idle, _iowait, irq, softirq = map(int, open("/proc/stat").readline().split()[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
 def run_prepare(corpus: Path, out: Path, cores: int) -> dict:
     """Prepare in a subprocess pinned to `cores` cores; wall s, CLI MB/s, cores used, peak MB."""
     command = [sys.executable, "-m", "numpygpt.data", "prepare", str(corpus), "--out", str(out),
                "--tokenizer", str(SHARED / "gpt2"), "--workers", str(cores)]
     if cores < os.cpu_count():
         command = ["taskset", "-c", ",".join(map(str, range(cores)))] + command
-    start = time.perf_counter()
+    start, machine_cpu = time.perf_counter(), machine_cpu_seconds()
     proc = subprocess.Popen(command, cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True)
     err = proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
+    wall, machine_cpu = time.perf_counter() - start, machine_cpu_seconds() - machine_cpu
     if status != 0:
         sys.exit(f"prepare failed:\n{err}")
     rates = re.findall(r"\| ([\d.]+) MB/s \|", err)
-    return {"wall": wall, "cli_mb_s": float(rates[-1]), "cores": (usage.ru_utime + usage.ru_stime) / wall,
-            "peak_mb": usage.ru_maxrss / 1024}
+    cpu = usage.ru_utime + usage.ru_stime
+    return {"wall": wall, "cli_mb_s": float(rates[-1]), "cores": cpu / wall,
+            "others": max(machine_cpu - cpu, 0) / wall, "peak_mb": usage.ru_maxrss / 1024}
 
 
 def shards_digest(folder: Path) -> str:
@@ -103,12 +111,10 @@ def main():
             digests = set()
             for cores in args.cores:
                 out = work / f"shards-{size}-{cores}"
-                load = os.getloadavg()[0]
                 result = run_prepare(corpus, out, cores)
                 digests.add(shards_digest(out))
                 shutil.rmtree(out)
-                row = {"MB": n_bytes / 1e6, "cores given": cores, "load before": load, **result,
-                       "mb_s": n_bytes / 1e6 / result["wall"]}
+                row = {"MB": n_bytes / 1e6, "cores given": cores, **result, "mb_s": n_bytes / 1e6 / result["wall"]}
                 print(row, file=sys.stderr)
                 rows.append(row)
             assert len(digests) == 1, "the core counts gave different shards"
@@ -116,11 +122,11 @@ def main():
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print("| corpus MB | cores given | wall s | MB/s (whole command) | MB/s (after start-up) | cores used "
-          "| peak RSS MB | load avg before |")
+          "| other processes (cores) | peak RSS MB |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         print(f"| {r['MB']:,.0f} | {r['cores given']} | {r['wall']:.1f} | {r['mb_s']:.1f} | {r['cli_mb_s']:.1f} "
-              f"| {r['cores']:.2f} | {r['peak_mb']:.0f} | {r['load before']:.2f} |")
+              f"| {r['cores']:.2f} | {r['others']:.2f} | {r['peak_mb']:.0f} |")
 
 
 if __name__ == "__main__":
