@@ -254,8 +254,12 @@ class Block:
 
     def forward(self, x, rng=None):
         """x: (B, T, C) -> (B, T, C)."""
-        x = x + self.attn.forward(self.ln_1.forward(x), rng)
-        return x + self.mlp.forward(self.ln_2.forward(x), rng)
+        # Each branch returns a fresh array, so the residual sum is added into it in place.
+        h = self.attn.forward(self.ln_1.forward(x), rng)
+        h += x
+        out = self.mlp.forward(self.ln_2.forward(h), rng)
+        out += h
+        return out
 
     def backward(self, dout):
         """A residual y = x + f(x) has dy/dx = I + f'(x): the gradient takes both paths, the
