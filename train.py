@@ -64,7 +64,10 @@ def new_run(args):
                          f"({model_config.block_size})")
     if args.init_from:
         model = hf.load(args.init_from, dtype=args.dtype or "float32", dropout=args.dropout)
-        if config.block_size > model.config.block_size:
+        if args.block_size is not None and args.block_size > model.config.block_size:
+            raise ValueError(f"--block-size {args.block_size} is longer than {args.init_from}'s context "
+                             f"({model.config.block_size})")
+        if config.block_size > model.config.block_size:  # the preset's default: fit the model
             config = TrainConfig(**{**vars(config), "block_size": model.config.block_size})
         folder = hf.resolve(args.init_from)
         has_vocab = (folder / "vocab.json").exists() and (folder / "merges.txt").exists()

@@ -130,6 +130,8 @@ def test_fine_tune_then_export_from_the_command_line(hf_folder, tmp_path, monkey
                        "--eval-iters", "1", "--batch-size", "2", "--block-size", "16", "--sample-tokens", "0",
                        "--out-dir", str(out)])
     assert code == 0
+    too_long = train.main(["--init-from", str(hf_folder), "--block-size", "32", "--out-dir", str(tmp_path / "o2")])
+    assert too_long == 2  # the HF model's context is 16
     assert hf.main(["export", str(out), str(tmp_path / "export")]) == 0
     ours = hf.load(tmp_path / "export")
     ref = torch_model(tmp_path / "export", torch.float32)

@@ -87,7 +87,7 @@ def error_line(capsys):
 @pytest.mark.parametrize("flags, message", [
     (["--steps", "-1"], "--steps must not be negative"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
-    (["--block-size", "4096"], "block-size"),
+    (["--block-size", "4096"], "fewer than one window"),
     (["--lr", "0"], "--lr must be positive"),
     (["--n-head", "3"], "multiple of n_head"),
 ])
@@ -136,6 +136,8 @@ def test_resume_errors(run, tmp_path, capsys):
     capsys.readouterr()
     assert run("--steps", "10", "--resume", "--n-layer", "3")[0] == 2
     assert "does not match the checkpoint" in error_line(capsys)
+    assert run("--steps", "10", "--resume", "--block-size", "64")[0] == 2  # over the model's context
+    assert "--block-size 64 does not match the checkpoint's 16" in error_line(capsys)
     model_file = checkpoint.resolve(out) / "model.safetensors"
     model_file.write_bytes(model_file.read_bytes()[:1000])
     assert run("--steps", "10", "--resume")[0] == 2
