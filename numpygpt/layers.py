@@ -153,17 +153,22 @@ class Dropout:
 
     def forward(self, x, rng):
         if rng is None or self.p == 0.0:
-            self.mask = None
+            self.keep = None
             return x
-        # The survivors' scale is folded into the mask, so backward is one multiply.
-        self.mask = (rng.random(x.shape, dtype=x.dtype) >= self.p).astype(x.dtype)
-        self.mask *= 1.0 / (1.0 - self.p)
-        return x * self.mask
+        # A bool mask (a byte per element, not four) and the 1/(1-p) scale as one multiply.
+        self.keep = rng.random(x.shape, dtype=x.dtype) >= self.p
+        out = x * self.keep
+        out *= 1.0 / (1.0 - self.p)
+        return out
 
     def backward(self, dout):
-        """out = x * mask, so dx = dout * mask: dropped elements pass no gradient."""
-        mask, self.mask = self.mask, None
-        return dout if mask is None else dout * mask
+        """out = x * keep / (1 - p), so dx = dout * keep / (1 - p): dropped elements pass no gradient."""
+        keep, self.keep = self.keep, None
+        if keep is None:
+            return dout
+        dx = dout * keep
+        dx *= 1.0 / (1.0 - self.p)
+        return dx
 
 
 class CausalSelfAttention:
