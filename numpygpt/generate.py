@@ -172,16 +172,16 @@ def _steps(decoder, prompts, max_new_tokens, sampler, rng, stop_token, n_vocab):
     if max_new_tokens == 0:
         return
     done = np.zeros(prompts.shape[0], dtype=bool)
-    logits = decoder.prefill(prompts)
+    logits = decoder.prefill(prompts)  # the prompt's pass gives the first logits
     for step in range(max_new_tokens):
-        if step:  # the prompt's pass gave the first logits
-            logits = decoder.step(tokens)
         tokens = sampler(logits[:, :n_vocab], rng)
         if stop_token is not None:
             done |= tokens == stop_token
         yield np.where(done, DONE, tokens)
         if done.all():
             return
+        if step + 1 < max_new_tokens:
+            logits = decoder.step(tokens)
 
 
 class TextStream:

@@ -528,7 +528,7 @@ def main(argv=None) -> int:
     print("; ".join(f"{split}: {tokens:,} tokens in {n} shard{'s' * (n != 1)} from {docs:,} documents"
                     for split, (tokens, n, docs) in counts.items()), file=sys.stderr)
     if not counts["val"][2]:
-        print(f"note: no document went to validation; split the text into more documents (files, "
-              f"<|endoftext|>, or .jsonl lines) or raise --val-fraction", file=sys.stderr)
+        print("note: no document went to validation; split the text into more documents (files, "
+              "<|endoftext|>, or .jsonl lines) or raise --val-fraction", file=sys.stderr)
     print(f"train with: python train.py --data {args.out}", file=sys.stderr)
     return 0

@@ -6,7 +6,6 @@ analytic gradients (backward(G)) with centred differences of L, for the input an
 parameter. A missing term in any backward makes the relative error jump far above TOLERANCE.
 """
 import numpy as np
-import pytest
 from hypothesis import given, settings, strategies as st
 
 from numpygpt.gradcheck import TOLERANCE, check_layer
