@@ -204,10 +204,6 @@ class Dataset:
     name: str
     val_bytes: int      # UTF-8 bytes of the validation text, for bits per byte
 
-    @property
-    def val_tokens_per_byte(self) -> float:
-        return len(self.val) / max(self.val_bytes, 1)
-
 
 def _hash_files(*paths) -> str:
     digest = hashlib.sha256()

@@ -97,6 +97,12 @@ class Progress:
         self.stream.flush()
 
 
+def bits_per_byte(nats_per_token: float, tokens: int, utf8_bytes: int) -> float:
+    """Total nats over the text / its UTF-8 bytes / ln 2: a loss that does not depend on the
+    tokenizer, so models with different vocabularies compare fairly."""
+    return nats_per_token * tokens / max(utf8_bytes, 1) / math.log(2)
+
+
 def format_seconds(s: float) -> str:
     s = int(max(s, 0))
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
@@ -215,7 +221,7 @@ class Trainer:
             loss = float(np.mean([self.model.loss(x, y) for x, y in batches]))
             result[f"{split}_loss"] = loss
             result[f"{split}_ppl"] = math.exp(min(loss, 700))
-        result["val_bpb"] = result["val_loss"] * self.dataset.val_tokens_per_byte / math.log(2)
+        result["val_bpb"] = bits_per_byte(result["val_loss"], len(self.dataset.val), self.dataset.val_bytes)
         return result
 
     def _record(self, entry: dict):

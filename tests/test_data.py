@@ -62,3 +62,10 @@ def test_folder_of_text_files(tmp_path):
     (tmp_path / "a.txt").write_text("first")
     (tmp_path / "notes.md").write_text("ignored")
     assert data.read_text(tmp_path) == "first\n\nsecond"
+
+
+def test_bits_per_byte_by_hand():
+    """1,000 tokens at ln(4) nats each is 2,000 bits; over 500 bytes that is 4 bits per byte."""
+    import math
+    from numpygpt.trainer import bits_per_byte
+    assert bits_per_byte(math.log(4), 1000, 500) == pytest.approx(4.0)
