@@ -8,15 +8,18 @@ so loading is a copy. Exported folders load with `GPT2LMHeadModel.from_pretraine
 Nothing here downloads: a model name (`gpt2`, `gpt2-medium`, ...) is looked up in the local
 Hugging Face cache only.
 """
+import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 
+from bpe import load as load_tokenizer
 from bpe.files import VocabError, find_vocab_files
 
-from . import safetensors
+from . import checkpoint, safetensors
 from .config import GPTConfig
 from .model import GPT
 
@@ -154,12 +157,6 @@ def export(model: GPT, folder, tokenizer_dir=None, eot_token: int | None = None)
 def main(argv=None) -> int:
     """python -m numpygpt.hf export CHECKPOINT FOLDER: a trained checkpoint (an output directory
     or a step-* directory) as a Hugging Face GPT-2 folder."""
-    import argparse
-    import sys
-
-    from . import checkpoint
-    from bpe import load as load_tokenizer
-
     parser = argparse.ArgumentParser(prog="python -m numpygpt.hf", description=main.__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     export_cmd = commands.add_parser("export", help="write a checkpoint as a Hugging Face GPT-2 folder")
