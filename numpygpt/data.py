@@ -30,7 +30,6 @@ from bpe.files import VocabError, find_vocab_files
 from bpe.trainer import train as train_bpe
 
 
-
 def default_data_dir() -> Path:
     """Where downloads and token caches go: $NUMPYGPT_DATA_DIR, else ./data (the repo's data/
     when run from the checkout, as the quickstart does)."""
@@ -160,8 +159,19 @@ def trained_tokenizer_dir(train_text: str, vocab_size: int, data_dir: Path) -> P
     tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tokenizer.save(tmp)
-    os.replace(tmp, folder)
+    publish_dir(tmp, folder, "encoder.json")
     return folder
+
+
+def publish_dir(tmp: Path, folder: Path, marker: str):
+    """Rename a finished tmp folder into place. If another process (a sweep's parallel worker)
+    published the same cache entry first, theirs is identical: keep it and drop ours."""
+    try:
+        os.replace(tmp, folder)
+    except OSError:
+        if not (folder / marker).exists():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def resolve_tokenizer(spec: str, train_text: str, vocab_size: int, data_dir: Path) -> Path:
@@ -231,8 +241,9 @@ def tokenize_splits(text: str, name: str, tokenizer_dir: Path, data_dir: Path) -
         meta = {"dtype": np.dtype(dtype).name, "name": name,
                 "val_bytes": len(val_text.encode("utf-8")), "n_vocab": tokenizer.n_vocab}
         (tmp / "meta.json").write_text(json.dumps(meta))
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
+        if not (folder / "meta.json").exists():  # an unfinished folder of an old version
+            shutil.rmtree(folder, ignore_errors=True)
+        publish_dir(tmp, folder, "meta.json")
     meta = json.loads(meta_path.read_text())
     splits = {s: np.memmap(folder / f"{s}.bin", dtype=meta["dtype"], mode="r")
               if (folder / f"{s}.bin").stat().st_size else np.zeros(0, meta["dtype"])

@@ -144,7 +144,8 @@ class Trainer:
     """
 
     def __init__(self, model: GPT, dataset: Dataset, config: TrainConfig, out_dir, log=print,
-                 sample_fn=None, run_info: dict | None = None):
+                 sample_fn=None, run_info: dict | None = None, on_eval=None, checkpoints: bool = True,
+                 stream=sys.stderr):
         self.model = model
         self.dataset = dataset
         self.config = config
@@ -152,6 +153,9 @@ class Trainer:
         self.log = log
         self.sample_fn = sample_fn   # (model) -> str, a short text shown at each evaluation
         self.run_info = run_info or {}
+        self.on_eval = on_eval          # (step, evaluation dict) -> None; may raise to stop the run
+        self.checkpoints = checkpoints  # False: metrics only (a sweep's trials)
+        self.stream = stream            # progress and evaluation lines go here
         self.tokenizer_files = checkpoint.read_tokenizer_files(dataset.tokenizer_dir)
         self.optimizer = AdamW(model.params, lr=config.lr, betas=(config.beta1, config.beta2),
                                weight_decay=config.weight_decay, decay_runs=model.params.runs(is_decayed))
@@ -233,7 +237,7 @@ class Trainer:
     def run(self) -> dict:
         """Train from self.step to config.steps. Returns the last evaluation."""
         c = self.config
-        progress = Progress(c.steps)
+        progress = Progress(c.steps, self.stream)
         last_eval = {}
         start_time, start_step = time.time(), self.step
         with StopRequest() as stop:
@@ -265,12 +269,16 @@ class Trainer:
                     if self.sample_fn is not None and c.sample_tokens:
                         progress.message("--- sample ---\n" + self.sample_fn(self.model) + "\n--------------")
                     self._record(entry)
-                    self.save(tags)
+                    if self.checkpoints:
+                        self.save(tags)
+                    if self.on_eval is not None:
+                        self.on_eval(self.step, last_eval)
                 elif self.step % 10 == 0:
                     self._record(entry)
                 if stop.requested and self.step < c.steps:
-                    path = self.save(["latest"])
-                    progress.message(f"interrupted at step {self.step}: saved {path}; continue with --resume")
+                    if self.checkpoints:
+                        path = self.save(["latest"])
+                        progress.message(f"interrupted at step {self.step}: saved {path}; continue with --resume")
                     raise KeyboardInterrupt
         return last_eval
 
@@ -280,11 +288,11 @@ class Trainer:
 # models spend most of a step in the LM head, so a few thousand tokens beat GPT-2's 50257);
 # "gpt2" uses GPT-2's own vocabulary.
 TRAIN_PRESETS = {
-    "shakespeare": dict(tokenizer="train", batch_size=16, lr=1e-3, warmup_steps=100),
-    "small": dict(tokenizer="train", batch_size=16, lr=6e-4, warmup_steps=200),
-    "tiny": dict(tokenizer="train", batch_size=8, lr=1e-3, warmup_steps=20, eval_iters=5),
-    "seed": dict(tokenizer="gpt2", batch_size=2, lr=5e-4, warmup_steps=100),
-    "gpt2": dict(tokenizer="gpt2", batch_size=1, lr=6e-4, warmup_steps=100),
+    "shakespeare": {"tokenizer": "train", "batch_size": 16, "lr": 1e-3, "warmup_steps": 100},
+    "small": {"tokenizer": "train", "batch_size": 16, "lr": 6e-4, "warmup_steps": 200},
+    "tiny": {"tokenizer": "train", "batch_size": 8, "lr": 1e-3, "warmup_steps": 20, "eval_iters": 5},
+    "seed": {"tokenizer": "gpt2", "batch_size": 2, "lr": 5e-4, "warmup_steps": 100},
+    "gpt2": {"tokenizer": "gpt2", "batch_size": 1, "lr": 6e-4, "warmup_steps": 100},
 }
 
 

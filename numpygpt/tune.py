@@ -1,0 +1,525 @@
+"""Hyperparameter sweeps with early stopping: `python -m numpygpt.tune --trials 20 --budget-steps 500`.
+
+Each trial trains a fresh model on the same data with hyperparameters that Optuna's TPE sampler
+proposes (learning rate, warmup, weight decay, dropout, batch size, depth/width, vocabulary
+size), evaluating every budget/--reports steps. The quality measured is validation **bits per
+byte**, so trials with different tokenizers compare fairly. A pruner stops a trial whose curve
+falls behind the others at the same step (`median`, or `halving`: successive halving), which
+spends the budget on the promising ones.
+
+Budget, the same for every trial: `--budget-steps S` trains S optimizer steps (the learning-rate
+schedule spans S), `--budget-tokens N` N training tokens (S = N / tokens per step, so a bigger
+batch gets fewer steps), `--budget-seconds T` as many steps as fit in T seconds of this machine
+(timed on a few steps first; a slow model gets fewer steps).
+
+Every trial and every intermediate evaluation is stored in a SQLite file (--storage, default
+OUT/sweep.db). Run the same command again and an interrupted sweep continues: finished trials
+are kept, the trial that was cut off is run again. `--jobs J` runs J trials at once in separate
+processes that share the storage, each with cores/J threads. At the end: a table of the best
+trials, the train.py command of the best, OUT/best.json and OUT/sweep.png (validation bits/byte
+against each hyperparameter; with matplotlib). Optuna is the optional extra `tune`.
+"""
+import argparse
+import json
+import math
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+PROG = "python -m numpygpt.tune"
+SEARCHABLE = ("lr", "warmup", "weight_decay", "dropout", "batch_size", "shape", "vocab_size")
+PRUNERS = ("median", "halving", "none")
+PROBE_STEPS = 3  # steps timed to size a --budget-seconds trial (after one untimed step)
+
+# Depth x width choices; heads keep a head size of 48-64 (numbers are what the sweep reads).
+DEPTHS = (2, 3, 4, 6)
+WIDTHS = {128: 2, 192: 4, 256: 4, 384: 6}  # n_embd -> n_head
+BATCH_SIZES = (8, 12, 16, 24, 32)
+VOCAB_SIZES = (1024, 2048, 4096, 8192)
+
+
+class SweepError(Exception):
+    """Bad sweep settings or storage; the message is the one line the user sees."""
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """What defines a sweep. Stored with the study: resuming with other settings is an error."""
+    data: str | None
+    model: str = "shakespeare"
+    search: tuple = SEARCHABLE
+    budget_steps: int | None = None
+    budget_tokens: int | None = None
+    budget_seconds: float | None = None
+    reports: int = 8          # evaluations per trial (the points the pruner compares)
+    eval_iters: int = 10      # batches per evaluation
+    pruner: str = "median"
+    seed: int = 1337
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "search": list(self.search)}
+
+
+def import_optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise SweepError("optuna is not installed: pip install 'numpygpt[tune]'") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+# -- one trial ---------------------------------------------------------------------------------
+
+def suggest(trial, search) -> dict:
+    """The trial's hyperparameters: drawn for the names in `search`, absent (preset default) else."""
+    p = {}
+    if "lr" in search:
+        p["lr"] = trial.suggest_float("lr", 1e-4, 5e-3, log=True)
+    if "warmup" in search:  # a fraction of the trial's steps, so it carries over to other budgets
+        p["warmup_fraction"] = trial.suggest_float("warmup_fraction", 0.0, 0.2)
+    if "weight_decay" in search:
+        p["weight_decay"] = trial.suggest_float("weight_decay", 0.0, 0.3)
+    if "dropout" in search:
+        p["dropout"] = trial.suggest_float("dropout", 0.0, 0.3)
+    if "batch_size" in search:
+        p["batch_size"] = trial.suggest_categorical("batch_size", BATCH_SIZES)
+    if "shape" in search:
+        p["n_layer"] = trial.suggest_categorical("n_layer", DEPTHS)
+        p["n_embd"] = trial.suggest_categorical("n_embd", tuple(WIDTHS))
+    if "vocab_size" in search:
+        p["vocab_size"] = trial.suggest_categorical("vocab_size", VOCAB_SIZES)
+    return p
+
+
+def trial_configs(settings: SweepSettings, hp: dict, tokens_per_s: float | None = None):
+    """(GPTConfig, TrainConfig) of a trial from its hyperparameters and the budget. For a
+    --budget-seconds trial, `tokens_per_s` (measured) turns seconds into steps."""
+    from .config import preset
+    from .trainer import TrainConfig, train_preset
+
+    model_config = preset(settings.model).with_(
+        dropout=hp.get("dropout"), n_layer=hp.get("n_layer"), n_embd=hp.get("n_embd"),
+        n_head=WIDTHS.get(hp.get("n_embd")), vocab_size=hp.get("vocab_size"))
+    defaults = train_preset(settings.model)
+    defaults.pop("tokenizer", None)
+    batch_size = hp.get("batch_size", defaults.get("batch_size", 16))
+    tokens_per_step = batch_size * model_config.block_size
+    if settings.budget_steps is not None:
+        steps = settings.budget_steps
+    elif settings.budget_tokens is not None:
+        steps = settings.budget_tokens // tokens_per_step
+    else:
+        steps = int(settings.budget_seconds * tokens_per_s / tokens_per_step) if tokens_per_s else PROBE_STEPS + 1
+    steps = max(steps, 1)
+    warmup = defaults.get("warmup_steps", 0) if "warmup_fraction" not in hp else round(hp["warmup_fraction"] * steps)
+    config = TrainConfig(**{**defaults, "steps": steps, "batch_size": batch_size,
+                            "block_size": model_config.block_size, "warmup_steps": min(warmup, steps),
+                            "lr": hp.get("lr", defaults.get("lr", 1e-3)),
+                            "weight_decay": hp.get("weight_decay", 0.1),
+                            "eval_interval": max(1, steps // settings.reports),
+                            "eval_iters": settings.eval_iters, "sample_tokens": 0, "seed": settings.seed})
+    return model_config, config
+
+
+class Datasets:
+    """Tokenized data per vocabulary size, built once per process (the trained tokenizers and
+    token files are cached on disk by numpygpt.data, so other processes find them ready)."""
+
+    def __init__(self, data):
+        self.data = data
+        self.cache = {}
+
+    def get(self, model_name: str, vocab_size: int):
+        from .data import check_long_enough, prepare_dataset
+        from .trainer import train_preset
+        if vocab_size not in self.cache:
+            dataset = prepare_dataset(self.data, train_preset(model_name).get("tokenizer", "train"), vocab_size)
+            check_long_enough(dataset, 1)
+            self.cache[vocab_size] = dataset
+        return self.cache[vocab_size]
+
+
+def measure_tokens_per_s(model_config, config, dataset) -> float:
+    """Training tokens/s of this configuration on this machine: one untimed step (Numba
+    compiles, buffers come in), then PROBE_STEPS timed ones, on a throwaway model."""
+    from .model import GPT
+    from .trainer import Trainer
+
+    probe_config = type(config)(**{**asdict(config), "steps": PROBE_STEPS + 1, "eval_iters": 1})
+    trainer = Trainer(GPT(model_config, seed=config.seed), dataset, probe_config, out_dir=os.devnull,
+                      checkpoints=False)
+    trainer.train_step()
+    start = time.perf_counter()
+    for _ in range(PROBE_STEPS):
+        trainer.train_step()
+    return PROBE_STEPS * config.tokens_per_step / (time.perf_counter() - start)
+
+
+def objective(trial, settings: SweepSettings, datasets: Datasets, out_dir: Path) -> float:
+    """Train one trial; report validation bits/byte at every evaluation (the pruner may stop
+    it there); return the final validation bits/byte."""
+    import optuna
+
+    from .config import preset
+    from .model import GPT
+    from .trainer import Trainer, TrainingError
+
+    hp = suggest(trial, settings.search)
+    vocab_size = hp.get("vocab_size", preset(settings.model).vocab_size)
+    dataset = datasets.get(settings.model, vocab_size)
+    hp["vocab_size"] = dataset_vocab = _n_vocab(dataset)
+    tokens_per_s = None
+    if settings.budget_seconds is not None:
+        model_config, config = trial_configs(settings, hp)
+        tokens_per_s = measure_tokens_per_s(model_config, config, dataset)
+    model_config, config = trial_configs(settings, hp, tokens_per_s)
+    model_config = model_config.with_(vocab_size=dataset_vocab)
+
+    trial_dir = out_dir / f"trial-{trial.number:04d}"
+    shutil.rmtree(trial_dir, ignore_errors=True)  # left by a sweep whose storage was deleted
+
+    evaluations = []
+
+    def report(step, evaluation):
+        # Reported by evaluation number, not step: under a token or time budget trials run
+        # different step counts, and the pruner must compare them at the same fraction of it.
+        evaluations.append(step)
+        trial.report(evaluation["val_bpb"], len(evaluations))
+        if trial.should_prune():
+            trial.set_user_attr("stopped_at", step)
+            raise optuna.TrialPruned(f"pruned at step {step}: {evaluation['val_bpb']:.4f} bits/byte")
+
+    model = GPT(model_config, seed=config.seed)
+    trial.set_user_attr("steps", config.steps)
+    trial.set_user_attr("parameters", model.num_parameters())
+    with open(os.devnull, "w") as quiet:
+        trainer = Trainer(model, dataset, config, trial_dir, on_eval=report, checkpoints=False, stream=quiet)
+        start = time.perf_counter()
+        try:
+            final = trainer.run()
+        except TrainingError as e:  # a diverged trial is a result too: stopped early, like a pruned one
+            trial.set_user_attr("diverged", str(e).split(";")[0])
+            raise optuna.TrialPruned(str(e)) from None
+        finally:
+            seconds = time.perf_counter() - start
+            trial.set_user_attr("seconds", round(seconds, 2))
+            trial.set_user_attr("seconds_per_step", round(seconds / max(trainer.step, 1), 4))
+    trial.set_user_attr("val_loss", final["val_loss"])
+    return final["val_bpb"]
+
+
+def _n_vocab(dataset) -> int:
+    from .data import load_tokenizer
+    return load_tokenizer(dataset.tokenizer_dir).n_vocab
+
+
+# -- the sweep ---------------------------------------------------------------------------------
+
+def make_pruner(optuna, name: str, reports: int):
+    # "Steps" here are evaluation numbers 1..reports (see objective).
+    if name == "median":  # stop a trial below the median of earlier ones, once two have finished
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0, n_min_trials=1)
+    if name == "halving":  # keep the best third at evaluations 1, 3, 9, ...
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+def open_study(settings: SweepSettings, storage_url: str, study_name: str, worker: int = 0):
+    """Create the study, or load it to continue; a stored sweep with other settings is refused.
+    Each parallel worker seeds its sampler differently, or they would propose the same trials."""
+    optuna = import_optuna()
+    sampler = optuna.samplers.TPESampler(seed=settings.seed + worker, n_startup_trials=4)
+    study = optuna.create_study(storage=storage_url, study_name=study_name, direction="minimize",
+                                sampler=sampler, pruner=make_pruner(optuna, settings.pruner, settings.reports),
+                                load_if_exists=True)
+    stored = study.user_attrs.get("settings")
+    if stored is None:
+        study.set_user_attr("settings", settings.to_json())
+    elif stored != settings.to_json():
+        changed = sorted(k for k in stored if stored[k] != settings.to_json().get(k))
+        raise SweepError(f"{storage_url.removeprefix('sqlite:///')} holds study {study_name!r} with other "
+                         f"settings ({', '.join(changed)}); use the same flags to continue it, or another "
+                         "--storage / --study-name")
+    return study
+
+
+def requeue_interrupted(study) -> int:
+    """Trials left RUNNING by a sweep that was killed: mark them failed and queue their
+    hyperparameters again, so the resumed sweep reruns exactly those. (Only one sweep command
+    may use a storage at a time; its own --jobs workers start after this.)"""
+    import optuna
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    storage = study._storage  # the study's own storage object; its methods are Optuna's public API
+    for t in running:
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, t.number)
+        storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
+        study.enqueue_trial(t.params, user_attrs={"rerun_of": t.number})
+    return len(running)
+
+
+def finished(study) -> int:
+    import optuna
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def work(settings: SweepSettings, storage_url: str, study_name: str, out_dir: Path, trials: int,
+         threads: int | None = None, log=None, worker: int = 0):
+    """One worker: run trials until the study holds `trials` finished ones."""
+    if threads:  # before NumPy's BLAS or Numba start their pools in this process
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+            os.environ[var] = str(threads)
+    optuna = import_optuna()
+    study = open_study(settings, storage_url, study_name, worker)
+    datasets = Datasets(settings.data)
+
+    def after(study, frozen):
+        if log is not None:
+            log(describe(frozen))
+    stop_at_total = optuna.study.MaxTrialsCallback(
+        trials, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
+    remaining = trials - finished(study)
+    if remaining > 0:
+        study.optimize(lambda t: objective(t, settings, datasets, out_dir), n_trials=remaining,
+                       callbacks=[after, stop_at_total])
+
+
+def _worker_main(args):
+    try:
+        work(*args)
+    except KeyboardInterrupt:
+        pass
+
+
+def run_sweep(settings: SweepSettings, trials: int, out_dir, storage: str | None = None,
+              study_name: str = "numpygpt", jobs: int = 1, log=print):
+    """Run (or continue) a sweep until it holds `trials` finished trials. Returns the study."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    storage_url = "sqlite:///" + str(Path(storage) if storage else out_dir / "sweep.db")
+    study = open_study(settings, storage_url, study_name)
+    done = finished(study)
+    rerun = requeue_interrupted(study)
+    if done or rerun:
+        log(f"continuing {study_name!r}: {done} trials finished" + (f", {rerun} interrupted one(s) to run again"
+                                                                   if rerun else ""))
+    if done >= trials:
+        return study
+    if jobs == 1:
+        work(settings, storage_url, study_name, out_dir, trials, log=log)
+    else:
+        from .config import preset
+        # Tokenizers and token files made once here, rather than raced for by the workers.
+        datasets = Datasets(settings.data)
+        for vocab_size in VOCAB_SIZES if "vocab_size" in settings.search else (preset(settings.model).vocab_size,):
+            datasets.get(settings.model, vocab_size)
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        context = multiprocessing.get_context("spawn")  # fresh interpreters: thread counts take effect
+        workers = [context.Process(target=_worker_main,
+                                   args=((settings, storage_url, study_name, out_dir, trials, threads, log_line, i),))
+                   for i in range(jobs)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        failed = [w.exitcode for w in workers if w.exitcode]
+        if failed:
+            raise SweepError(f"{len(failed)} of {jobs} sweep workers failed (exit codes {failed}); "
+                             "the storage keeps what finished: run the same command to continue")
+    return study
+
+
+# -- reporting ----------------------------------------------------------------------------------
+
+def describe(t) -> str:
+    """One line for a finished trial."""
+    hp = ", ".join(f"{k}={_fmt(v)}" for k, v in t.params.items())
+    if t.state.name == "COMPLETE":
+        result = f"{t.value:.4f} bits/byte"
+    elif "diverged" in t.user_attrs:
+        result = "diverged"
+    else:
+        last = max(t.intermediate_values.items(), default=(0, math.nan))[1]
+        result = f"pruned at step {t.user_attrs.get('stopped_at')} ({last:.4f} bits/byte)"
+    return f"trial {t.number}: {result} in {t.user_attrs.get('seconds', 0):.0f} s | {hp}"
+
+
+def _fmt(v) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def best_trials(study, top: int) -> list:
+    import optuna
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return sorted(done, key=lambda t: t.value)[:top]
+
+
+def table(study, top: int = 5) -> str:
+    """The best finished trials as a Markdown table."""
+    rows = best_trials(study, top)
+    if not rows:
+        return "no trial has finished its budget yet"
+    names = list(dict.fromkeys(k for t in rows for k in t.params))
+    head = ["trial", "val bits/byte", "val loss", "steps", "s/step", *names]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for t in rows:
+        cells = [t.number, f"{t.value:.4f}", f"{t.user_attrs.get('val_loss', math.nan):.4f}",
+                 t.user_attrs.get("steps"), t.user_attrs.get("seconds_per_step"),
+                 *(_fmt(t.params.get(k, "")) for k in names)]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def train_command(settings: SweepSettings, trial) -> str:
+    """The train.py command that trains the trial's configuration (for the trial's step count)."""
+    hp, steps = trial.params, trial.user_attrs.get("steps")
+    flags = [f"--model {settings.model}"] + ([f"--data {settings.data}"] if settings.data else [])
+    flags.append(f"--steps {steps}")
+    for name in ("lr", "weight_decay", "dropout", "batch_size", "n_layer", "n_embd", "vocab_size"):
+        if name in hp:
+            flags.append(f"--{name.replace('_', '-')} {_fmt(hp[name])}")
+    if "n_embd" in hp:
+        flags.append(f"--n-head {WIDTHS[hp['n_embd']]}")
+    if "warmup_fraction" in hp:
+        flags.append(f"--warmup-steps {round(hp['warmup_fraction'] * steps)}")
+    return "python train.py " + " ".join(flags)
+
+
+def plot(study, path) -> Path | None:
+    """Validation bits/byte against each hyperparameter (finished trials; pruned ones at their
+    last evaluation, hollow). None without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    import optuna
+    trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
+                                                       optuna.trial.TrialState.PRUNED))
+    names = list(dict.fromkeys(k for t in trials for k in t.params))
+    if not names:
+        return None
+    cols = min(3, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        for state, style in (("COMPLETE", {"color": "C0"}), ("PRUNED", {"facecolors": "none", "edgecolors": "C1"})):
+            pts = [(t.params[name], t.value if state == "COMPLETE" else list(t.intermediate_values.values())[-1])
+                   for t in trials if t.state.name == state and name in t.params and
+                   (state == "COMPLETE" or t.intermediate_values)]
+            if pts:
+                ax.scatter(*zip(*pts), s=22, label=state.lower(), **style)
+        if name == "lr":
+            ax.set_xscale("log")
+        ax.set_xlabel(name)
+        ax.set_ylabel("val bits/byte")
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=8)
+    for ax in list(axes.flat)[len(names):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+# -- command line ------------------------------------------------------------------------------
+
+def log_line(text: str):
+    print(text, file=sys.stderr, flush=True)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    def error(self, message):
+        raise SweepError(f"{message} (see --help)")
+
+
+def positive(convert):
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+    return parse
+
+
+def search_names(text: str) -> tuple:
+    names = tuple(n.strip().replace("-", "_") for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in SEARCHABLE]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown hyperparameter {', '.join(unknown) or text!r}; "
+                                         f"choose from {','.join(SEARCHABLE)}")
+    return names
+
+
+def parse_args(argv):
+    from .config import PRESETS
+    p = ArgumentParser(prog=PROG, description="Hyperparameter sweep with early stopping (Optuna).",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", help="text file or folder (default: tiny Shakespeare)")
+    p.add_argument("--model", default="shakespeare", choices=sorted(PRESETS),
+                   help="preset giving every setting the sweep does not search")
+    p.add_argument("--trials", type=positive(int), default=20, help="finished trials the sweep ends with")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--budget-steps", type=positive(int), help="optimizer steps per trial (default 500)")
+    budget.add_argument("--budget-tokens", type=positive(int), help="training tokens per trial")
+    budget.add_argument("--budget-seconds", type=positive(float), help="seconds of training per trial")
+    p.add_argument("--search", type=search_names, default=SEARCHABLE,
+                   help=f"comma-separated hyperparameters to search, from {','.join(SEARCHABLE)}")
+    p.add_argument("--pruner", choices=PRUNERS, default="median", help="how weak trials are stopped early")
+    p.add_argument("--reports", type=positive(int), default=8, help="evaluations per trial")
+    p.add_argument("--eval-iters", type=positive(int), default=10, help="batches per evaluation")
+    p.add_argument("--jobs", type=positive(int), default=1, help="trials run at once, in separate processes")
+    p.add_argument("--out-dir", default="sweep", help="trial metrics, best.json and sweep.png go here")
+    p.add_argument("--storage", help="SQLite file of the sweep (default: OUT_DIR/sweep.db)")
+    p.add_argument("--study-name", default="numpygpt", help="name of the study in the storage")
+    p.add_argument("--top", type=positive(int), default=5, help="rows in the final table")
+    p.add_argument("--seed", type=int, default=1337, help="seeds the sampler and every trial's model and data")
+    args = p.parse_args(argv)
+    if args.budget_steps is None and args.budget_tokens is None and args.budget_seconds is None:
+        args.budget_steps = 500
+    if args.data is not None and not Path(args.data).exists():
+        raise SweepError(f"--data {args.data}: no such file or folder")
+    return args
+
+
+def main(argv=None) -> int:
+    from .data import DataError
+    try:
+        args = parse_args(argv)
+        import_optuna()
+        settings = SweepSettings(
+            data=str(Path(args.data).resolve()) if args.data else None, model=args.model, search=args.search,
+            budget_steps=args.budget_steps, budget_tokens=args.budget_tokens, budget_seconds=args.budget_seconds,
+            reports=args.reports, eval_iters=args.eval_iters, pruner=args.pruner, seed=args.seed)
+        study = run_sweep(settings, args.trials, args.out_dir, args.storage, args.study_name, args.jobs, log_line)
+    except (SweepError, DataError, ValueError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; run the same command to continue the sweep", file=sys.stderr)
+        return 130
+    print(table(study, args.top))
+    best = best_trials(study, 1)
+    out_dir = Path(args.out_dir)
+    if best:
+        (out_dir / "best.json").write_text(json.dumps(
+            {"trial": best[0].number, "val_bpb": best[0].value, "params": best[0].params,
+             "user_attrs": best[0].user_attrs, "command": train_command(settings, best[0])}, indent=2) + "\n")
+        print(f"\nbest: {train_command(settings, best[0])}")
+    figure = plot(study, out_dir / "sweep.png")
+    print(f"sweep.png: {figure}" if figure else "pip install matplotlib for sweep.png", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

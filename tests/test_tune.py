@@ -1,0 +1,153 @@
+"""The hyperparameter sweep: trials run, weak ones are pruned, an interrupted sweep resumes from
+its storage file, the best trial's command trains, and bad arguments give one line."""
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from numpygpt import tune
+from tests.conftest import REPO_ROOT
+
+optuna = pytest.importorskip("optuna")
+TrialState = optuna.trial.TrialState
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(cache_dir, monkeypatch):
+    """Tokenizers and token files go to one temporary folder for these tests."""
+    monkeypatch.setenv("NUMPYGPT_DATA_DIR", str(cache_dir))
+
+
+@pytest.fixture
+def text_file(data_dir):
+    return str(data_dir / "the-verdict.txt")
+
+
+def settings_for(text_file, **changes):
+    base = dict(data=text_file, model="tiny", search=("lr",), budget_steps=20, reports=4, eval_iters=2)
+    return tune.SweepSettings(**{**base, **changes})
+
+
+def run(args, cwd, timeout=300):
+    return subprocess.run([sys.executable, "-m", "numpygpt.tune", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env=_env())
+
+
+def _env():
+    return {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+
+
+def states(study):
+    return [t.state for t in study.get_trials()]
+
+
+def test_trial_configs_follow_the_budget(text_file):
+    hp = {"lr": 2e-3, "batch_size": 8, "n_layer": 3, "n_embd": 192, "warmup_fraction": 0.1, "dropout": 0.2}
+    model, config = tune.trial_configs(settings_for(text_file, budget_steps=100), hp)
+    assert (model.n_layer, model.n_embd, model.n_head, model.dropout) == (3, 192, 4, 0.2)
+    assert (config.steps, config.batch_size, config.lr, config.warmup_steps) == (100, 8, 2e-3, 10)
+    assert config.eval_interval == 100 // 4 and config.sample_tokens == 0
+    # A token budget: a batch of 8 x 64 tokens -> 10,240 / 512 = 20 steps.
+    _, config = tune.trial_configs(settings_for(text_file, budget_steps=None, budget_tokens=10_240), hp)
+    assert config.steps == 20
+    # A time budget: 3 s at a measured 1,024 tokens/s is 3,072 tokens = 6 steps of 512.
+    _, config = tune.trial_configs(settings_for(text_file, budget_steps=None, budget_seconds=3.0), hp, 1024.0)
+    assert config.steps == 6
+
+
+def test_sweep_prunes_a_weak_trial_and_resumes_from_its_storage(tmp_path, text_file):
+    settings = settings_for(text_file)
+    storage = "sqlite:///" + str(tmp_path / "sweep.db")
+    study = tune.open_study(settings, storage, "t")
+    for lr in (3e-3, 2e-3, 1e-4):  # the last learns nothing: below the median at its first evaluation
+        study.enqueue_trial({"lr": lr})
+    lines = []
+    study = tune.run_sweep(settings, 3, tmp_path, storage=str(tmp_path / "sweep.db"), study_name="t",
+                           log=lines.append)
+    assert states(study) == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED]
+    pruned = study.trials[2]
+    assert list(pruned.intermediate_values) == [1] and pruned.user_attrs["stopped_at"] == 5
+    assert "pruned at step 5" in lines[2]
+    first = study.trials[0]
+    assert 0 < first.value < 10 and first.user_attrs["steps"] == 20
+    assert len(first.intermediate_values) == 4  # one report per evaluation
+    metrics = [json.loads(line) for line in (tmp_path / "trial-0000" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["val_bpb"] == pytest.approx(first.value)
+    assert not list(tmp_path.glob("trial-0000/step-*"))  # trials keep metrics, not checkpoints
+
+    # The same sweep asked for 4 trials: the 3 stored ones are kept, one more runs.
+    again = tune.run_sweep(settings, 4, tmp_path, storage=str(tmp_path / "sweep.db"), study_name="t",
+                           log=lines.append)
+    assert len(again.trials) == 4 and tune.finished(again) == 4
+    assert again.trials[0].value == first.value and again.trials[0].datetime_complete == first.datetime_complete
+    assert any("continuing 't': 3 trials finished" in line for line in lines)
+
+
+def test_an_interrupted_trial_runs_again_on_resume(tmp_path, text_file):
+    settings = settings_for(text_file)
+    db = str(tmp_path / "sweep.db")
+    study = tune.open_study(settings, "sqlite:///" + db, "t")
+    cut_off = study.ask()                 # a trial left RUNNING, as by a killed sweep
+    cut_off.suggest_float("lr", 1e-4, 5e-3, log=True)
+    lr = cut_off.params["lr"]
+    study = tune.run_sweep(settings, 1, tmp_path, storage=db, study_name="t", log=lambda s: None)
+    assert states(study) == [TrialState.FAIL, TrialState.COMPLETE]
+    rerun = study.trials[1]
+    assert rerun.params["lr"] == lr and rerun.user_attrs["rerun_of"] == 0
+
+
+def test_resuming_with_other_settings_is_refused(tmp_path, text_file):
+    storage = "sqlite:///" + str(tmp_path / "sweep.db")
+    tune.open_study(settings_for(text_file), storage, "t")
+    with pytest.raises(tune.SweepError, match=r"other settings \(budget_steps\)"):
+        tune.open_study(settings_for(text_file, budget_steps=30), storage, "t")
+
+
+def test_cli_sweep_in_two_processes_writes_table_plot_and_a_command_that_trains(tmp_path, text_file):
+    out = tmp_path / "sweep"
+    result = run(["--data", text_file, "--model", "tiny", "--trials", "2", "--budget-steps", "10",
+                  "--reports", "2", "--eval-iters", "2", "--search", "lr,dropout,batch_size",
+                  "--jobs", "2", "--out-dir", str(out)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "| trial | val bits/byte |" in result.stdout
+    best = json.loads((out / "best.json").read_text())
+    assert best["val_bpb"] > 0 and set(best["params"]) == {"lr", "dropout", "batch_size"}
+    assert best["command"] in result.stdout
+    # Workers seed their samplers apart: the two trials are not the same proposal.
+    with_params = [line for line in result.stderr.splitlines() if line.startswith("trial ")]
+    assert len(with_params) >= 2 and len({line.split("|")[1] for line in with_params}) == len(with_params)
+    try:
+        import matplotlib  # noqa: F401
+        assert (out / "sweep.png").stat().st_size > 0
+    except ImportError:
+        pass
+    # The best trial's command is a valid train.py command line that trains the same thing.
+    argv = shlex.split(best["command"])[2:] + ["--out-dir", str(tmp_path / "run"), "--sample-tokens", "0"]
+    train = subprocess.run([sys.executable, str(REPO_ROOT / "train.py"), *argv], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300, env=_env())
+    assert train.returncode == 0, train.stderr
+    last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["step"] == 10
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--trials", "0"], "--trials: must be positive, got 0"),
+    (["--search", "lr,colour"], "unknown hyperparameter 'colour'"),
+    (["--budget-steps", "5", "--budget-seconds", "3"], "not allowed with argument"),
+    (["--budget-seconds", "soon"], "expected a number, got 'soon'"),
+    (["--pruner", "random"], "invalid choice: 'random'"),
+    (["--data", "no/such/file.txt"], "--data no/such/file.txt: no such file or folder"),
+])
+def test_bad_arguments_give_one_line(tmp_path, args, message):
+    result = run(args, cwd=tmp_path, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("python -m numpygpt.tune: error: ")
+    assert message in result.stderr
