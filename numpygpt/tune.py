@@ -96,6 +96,24 @@ def suggest(trial, search) -> dict:
     return p
 
 
+def baseline(settings: SweepSettings) -> dict:
+    """The preset's own values of the searched hyperparameters: a new sweep's first trial, so
+    every other trial is seen against what the preset does now."""
+    from .config import preset
+    from .trainer import TrainConfig, train_preset
+    model, train = preset(settings.model), {**TrainConfig().__dict__, **train_preset(settings.model)}
+    values = {"lr": train["lr"], "warmup_fraction": train["warmup_steps"] / TrainConfig().steps,
+              "weight_decay": train["weight_decay"], "dropout": model.dropout, "batch_size": train["batch_size"],
+              "n_layer": model.n_layer, "n_embd": model.n_embd, "vocab_size": model.vocab_size}
+    names = {"warmup": ["warmup_fraction"], "shape": ["n_layer", "n_embd"]}
+    within = {"lr": lambda v: 1e-4 <= v <= 5e-3, "warmup_fraction": lambda v: v <= 0.2,
+              "weight_decay": lambda v: v <= 0.3, "dropout": lambda v: v <= 0.3,
+              "batch_size": BATCH_SIZES.__contains__, "n_layer": DEPTHS.__contains__,
+              "n_embd": WIDTHS.__contains__, "vocab_size": VOCAB_SIZES.__contains__}
+    # A preset value outside the search space (the tiny preset's width 64) is left to the sampler.
+    return {k: values[k] for name in settings.search for k in names.get(name, [name]) if within[k](values[k])}
+
+
 def trial_configs(settings: SweepSettings, hp: dict, tokens_per_s: float | None = None):
     """(GPTConfig, TrainConfig) of a trial from its hyperparameters and the budget. For a
     --budget-seconds trial, `tokens_per_s` (measured) turns seconds into steps."""
@@ -303,6 +321,8 @@ def run_sweep(settings: SweepSettings, trials: int, out_dir, storage: str | None
     out_dir.mkdir(parents=True, exist_ok=True)
     storage_url = "sqlite:///" + str(Path(storage) if storage else out_dir / "sweep.db")
     study = open_study(settings, storage_url, study_name)
+    if not study.get_trials(deepcopy=False):
+        study.enqueue_trial(baseline(settings), user_attrs={"baseline": True})
     done = finished(study)
     rerun = requeue_interrupted(study)
     if done or rerun:

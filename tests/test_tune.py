@@ -123,6 +123,9 @@ def test_cli_sweep_in_two_processes_writes_table_plot_and_a_command_that_trains(
     assert best["command"] in result.stdout
     # Workers seed their samplers apart: the two trials are not the same proposal.
     with_params = [line for line in result.stderr.splitlines() if line.startswith("trial ")]
+    # A new sweep starts from the preset's own values (tiny: lr 1e-3, dropout 0, batch 8).
+    assert any(line.startswith("trial 0:") and line.endswith("| lr=0.001, dropout=0, batch_size=8")
+               for line in with_params)
     assert len(with_params) >= 2 and len({line.split("|")[1] for line in with_params}) == len(with_params)
     try:
         import matplotlib  # noqa: F401
