@@ -25,6 +25,57 @@ GELU_CUBIC = 0.044715
 
 
 # --------------------------------------------------------------------------------------------
+# Dropout masks from a counter-based generator
+#
+# Element i of a call with seed s is kept when the top 32 bits of SplitMix64's output for
+# counter i, mix(s + (i + 1) * golden), are at least threshold = round(p * 2^32). Each element's
+# bit depends only on (s, i), so the mask is made in parallel, in the same pass that applies
+# it, with the same result for any number of threads; and backward re-makes it from the seed
+# instead of keeping a mask as large as the activation.
+
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+MIX2 = np.uint64(0x94D049BB133111EB)
+DROPOUT_CHUNK = 4096
+
+
+def dropout_threshold(p: float) -> int:
+    """Kept iff the 32-bit draw >= threshold: P(keep) = 1 - threshold / 2^32 = 1 - p (+-1.2e-10)."""
+    return int(round(p * 2.0 ** 32))
+
+
+def dropout_keep_reference(seed, n, threshold):
+    """(n,) bool: which of n elements a call with this seed keeps (NumPy's uint64 wraps, as
+    SplitMix64 needs)."""
+    z = np.uint64(seed) + (np.arange(n, dtype=np.uint64) + np.uint64(1)) * GOLDEN
+    z = (z ^ (z >> np.uint64(30))) * MIX1
+    z = (z ^ (z >> np.uint64(27))) * MIX2
+    z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(32)) >= np.uint64(threshold)
+
+
+@njit(cache=True)
+def _keep(seed, i, threshold):
+    z = seed + np.uint64(i + 1) * GOLDEN
+    z = (z ^ (z >> np.uint64(30))) * MIX1
+    z = (z ^ (z >> np.uint64(27))) * MIX2
+    z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(32)) >= threshold
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def dropout_apply(x, out, seed, threshold, scale):
+    """out = x * keep * scale, elementwise over flat x and out (which may be x itself), with
+    keep from (seed, index) as in dropout_keep_reference. Forward and backward both use it."""
+    n = x.size
+    seed = np.uint64(seed)
+    threshold = np.uint64(threshold)
+    for chunk in prange((n + DROPOUT_CHUNK - 1) // DROPOUT_CHUNK):
+        for i in range(chunk * DROPOUT_CHUNK, min(n, (chunk + 1) * DROPOUT_CHUNK)):
+            out[i] = x[i] * scale if _keep(seed, i, threshold) else 0.0
+
+
+# --------------------------------------------------------------------------------------------
 # LayerNorm
 
 

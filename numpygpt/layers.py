@@ -146,28 +146,36 @@ class GELU:
 
 class Dropout:
     """Zero each element with probability p while training, and scale the survivors by 1/(1-p)
-    so the expected output equals the input; the identity in evaluation (rng is None)."""
+    so the expected output equals the input; the identity in evaluation (rng is None).
+
+    The mask comes from a counter-based generator (kernels.dropout_apply): one 64-bit seed
+    drawn from `rng` per call fixes every element's keep bit, so forward makes and applies the
+    mask in one parallel pass and backward makes it again from the seed; no mask is stored.
+    """
 
     def __init__(self, p):
         self.p = p
+        self.threshold = kernels.dropout_threshold(p)
+        self.scale = 1.0 / (1.0 - p)
 
     def forward(self, x, rng):
         if rng is None or self.p == 0.0:
-            self.keep = None
+            self.seed = None
             return x
-        # A bool mask (a byte per element, not four) and the 1/(1-p) scale as one multiply.
-        self.keep = rng.random(x.shape, dtype=x.dtype) >= self.p
-        out = x * self.keep
-        out *= 1.0 / (1.0 - self.p)
+        self.seed = int(rng.integers(0, 2 ** 63))
+        x = np.ascontiguousarray(x)
+        out = np.empty_like(x)
+        kernels.dropout_apply(x.reshape(-1), out.reshape(-1), self.seed, self.threshold, self.scale)
         return out
 
     def backward(self, dout):
         """out = x * keep / (1 - p), so dx = dout * keep / (1 - p): dropped elements pass no gradient."""
-        keep, self.keep = self.keep, None
-        if keep is None:
+        seed, self.seed = self.seed, None
+        if seed is None:
             return dout
-        dx = dout * keep
-        dx *= 1.0 / (1.0 - self.p)
+        dout = np.ascontiguousarray(dout)
+        dx = np.empty_like(dout)
+        kernels.dropout_apply(dout.reshape(-1), dx.reshape(-1), seed, self.threshold, self.scale)
         return dx
 
 

@@ -129,3 +129,34 @@ def test_adamw(p, step, dtype):
 def test_sum_of_squares(p, dtype):
     x = normal(np.random.default_rng(p), p, dtype)
     np.testing.assert_allclose(kernels.sum_of_squares(x), np.sum(x.astype(np.float64) ** 2), rtol=1e-10)
+
+
+@SETTINGS
+@given(n=st.integers(1, 20_000), p=st.sampled_from([0.1, 0.25, 0.5]), seed=st.integers(0, 2 ** 63 - 1),
+       dtype=dtypes)
+def test_dropout_mask_equals_its_reference(n, p, seed, dtype):
+    """The parallel kernel keeps exactly the elements the NumPy reference keeps, scaled."""
+    x = normal(np.random.default_rng(n), n, dtype)
+    out = np.empty_like(x)
+    threshold = kernels.dropout_threshold(p)
+    kernels.dropout_apply(x, out, seed, threshold, 1.0 / (1.0 - p))
+    keep = kernels.dropout_keep_reference(seed, n, threshold)
+    np.testing.assert_allclose(out, np.where(keep, x.astype(np.float64) / (1.0 - p), 0.0), **tol(dtype))
+    assert np.array_equal(out != 0, keep & (x != 0))
+
+
+def test_dropout_masks_keep_1_minus_p_independently_per_seed():
+    """Over a million elements the kept fraction is 1 - p within 5 standard deviations, two
+    seeds agree only as often as independent masks would, and neighbours are uncorrelated."""
+    n, p = 1 << 20, 0.1
+    threshold = kernels.dropout_threshold(p)
+    a = kernels.dropout_keep_reference(1, n, threshold)
+    b = kernels.dropout_keep_reference(2, n, threshold)
+    sd = np.sqrt(p * (1 - p) / n)
+    assert abs(a.mean() - (1 - p)) < 5 * sd and abs(b.mean() - (1 - p)) < 5 * sd
+    assert abs((a & b).mean() - (1 - p) ** 2) < 5 * sd
+    assert abs((a[1:] & a[:-1]).mean() - (1 - p) ** 2) < 5 * sd
+    # In place (out is x) gives the same as out of place.
+    x = np.ones(n, np.float32)
+    kernels.dropout_apply(x, x, 1, threshold, 1.0 / (1 - p))
+    assert np.array_equal(x != 0, a)
