@@ -92,7 +92,8 @@ class Engine:
     """Continuous-batching text generation over a SlotDecoder with `max_batch` slots.
 
     engine.start(); engine.submit([request, ...]); ...; engine.close()
-    max_queue: requests that may wait for a slot; submit raises QueueFull beyond it.
+    max_queue: requests that may wait while every slot is busy; submit raises QueueFull
+    beyond it.
     stats(): slots, active and waiting sequences/requests, and model passes run so far.
     """
 
@@ -139,9 +140,11 @@ class Engine:
         with self.wakeup:
             if self.closing:
                 raise QueueFull("the server is shutting down")
-            if len(self.waiting) + len(requests) > self.max_queue:
-                raise QueueFull(f"{len(self.waiting)} requests are already waiting for a slot "
-                                f"(the limit is {self.max_queue}); try again later")
+            # Requests may wait beyond the free slots (read without the worker's lock: a
+            # slot freed a moment ago only makes the check stricter for one request).
+            if len(self.waiting) + len(requests) > self.max_queue + len(self.free):
+                raise QueueFull(f"every slot is busy and {len(self.waiting)} requests are "
+                                f"waiting (the limit is {self.max_queue}); try again later")
             self.waiting.extend(requests)
             self.wakeup.notify()
 
