@@ -164,10 +164,17 @@ def create_app(engine, tokenizer, *, model_name, api_key=None, max_prompt_tokens
         prompts = await asyncio.to_thread(lambda: [encode(text) for text in body.prompts])
         sampler = Sampler(temperature=body.temperature, top_k=body.top_k, top_p=body.top_p)
         loop, pieces = asyncio.get_running_loop(), asyncio.Queue()
+        held = [[] for _ in range(len(prompts) * body.n)]
         requests = []
         for i, prompt in enumerate(prompts):
             def on_piece(piece, offset=i * body.n):  # called on the engine's thread
                 piece.index += offset
+                if not body.stream and not piece.finish_reason:
+                    # Waking the event loop for every token costs the engine thread the GIL
+                    # once per token per request; without a stream, once per choice suffices.
+                    held[piece.index].append(piece.text)
+                    return
+                piece.text = "".join(held[piece.index]) + piece.text
                 loop.call_soon_threadsafe(pieces.put_nowait, piece)
             requests.append(EngineRequest(prompt=prompt, max_tokens=body.max_tokens,
                                           sampler=sampler, on_piece=on_piece, n=body.n,

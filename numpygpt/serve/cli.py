@@ -115,7 +115,7 @@ def main(argv=None):
     try:
         import uvicorn
 
-        from .app import create_app
+        from .app import create_app, is_loopback
     except ImportError as e:
         fail(f"serving needs FastAPI and uvicorn ({e.name} is missing): pip install 'numpygpt[serve]'")
     import bpe
@@ -136,7 +136,7 @@ def main(argv=None):
     url_host = f"[{host}]" if ":" in host else host
     print(f"{PROG}: serving {args.model_name or name} on http://{url_host}:{port}/ "
           f"(batch {args.max_batch}, Ctrl-C to stop)", flush=True)
-    if args.api_key is None and not _loopback(args.host):
+    if args.api_key is None and not (args.host == "localhost" or is_loopback(args.host)):
         print(f"{PROG}: note: no --api-key, so requests from other machines get 401",
               file=sys.stderr, flush=True)
     engine.start()
@@ -146,8 +146,3 @@ def main(argv=None):
         print(f"{PROG}: stopped", file=sys.stderr)
     finally:
         engine.close()
-
-
-def _loopback(host):
-    from .app import is_loopback
-    return host == "localhost" or is_loopback(host)

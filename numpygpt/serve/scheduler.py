@@ -11,8 +11,9 @@ One worker thread owns the model. Each turn of its loop it
 The model's matmuls are the cost of a step, and a step of 16 sequences costs little more than
 a step of one; so throughput grows with concurrency instead of requests queueing.
 
-Batching never changes a result: each choice draws from a generator seeded by the request's
-seed and the choice's index alone, and its logits are those of the model over its own tokens.
+Batching never changes a draw: each choice draws from a generator seeded by the request's
+seed and the choice's index alone, and its logits are those of the model over its own tokens
+(in float32, up to the last bit a batched matmul may round differently from a single row).
 
 Nothing here knows about HTTP: a request is a prompt, settings and a callback that receives
 `Piece`s from the worker thread.
