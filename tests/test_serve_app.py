@@ -18,7 +18,6 @@ pytest.importorskip("fastapi", reason="the server needs the serve extra: pip ins
 uvicorn = pytest.importorskip("uvicorn", reason="the server needs the serve extra")
 openai = pytest.importorskip("openai", reason="the tests talk to the server with openai")
 httpx = pytest.importorskip("httpx")
-threadpool_limits = pytest.importorskip("threadpoolctl").threadpool_limits
 
 from numpygpt import checkpoint
 from numpygpt.config import GPTConfig
@@ -268,6 +267,7 @@ def test_sixteen_clients_at_once_get_their_answers_sooner_than_one_at_a_time():
     """16 concurrent clients, served with a batch of 16 and with a batch of 1: the same texts
     (each its own seed), in fewer model passes, and in less wall time. The model is large
     enough (4 layers, width 256) that a step's matmuls, not HTTP, dominate."""
+    threadpool_limits = pytest.importorskip("threadpoolctl").threadpool_limits
     model = small_model(n_layer=4, n_embd=256, block_size=64)
     prompts = [f"Client {i} says:" + "!" * i for i in range(16)]
     results = {}
