@@ -69,7 +69,7 @@ def import_optuna():
         import optuna
     except ImportError:
         raise SweepError("optuna is not installed: pip install 'numpygpt[tune]'") from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own one line per trial instead
     return optuna
 
 
@@ -220,6 +220,9 @@ def objective(trial, settings: SweepSettings, datasets: Datasets, out_dir: Path)
         start = time.perf_counter()
         try:
             final = trainer.run()
+        except KeyboardInterrupt:  # Optuna records the trial as failed; a resumed sweep reruns it
+            trial.set_user_attr("interrupted", True)
+            raise
         except TrainingError as e:  # a diverged trial is a result too: stopped early, like a pruned one
             trial.set_user_attr("diverged", str(e).split(";")[0])
             raise optuna.TrialPruned(str(e)) from None
@@ -267,17 +270,23 @@ def open_study(settings: SweepSettings, storage_url: str, study_name: str, worke
 
 
 def requeue_interrupted(study) -> int:
-    """Trials left RUNNING by a sweep that was killed: mark them failed and queue their
-    hyperparameters again, so the resumed sweep reruns exactly those. (Only one sweep command
-    may use a storage at a time; its own --jobs workers start after this.)"""
+    """Trials cut off by a sweep that stopped: left RUNNING (killed) or failed with the
+    "interrupted" mark (Ctrl-C). Mark the first kind failed, and queue the hyperparameters of
+    both again, once, so the resumed sweep reruns exactly those. (Only one sweep command may use
+    a storage at a time; its own --jobs workers start after this.)"""
     import optuna
-    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    State = optuna.trial.TrialState
+    requeued = set(study.user_attrs.get("requeued", []))
+    cut_off = [t for t in study.get_trials(deepcopy=False, states=(State.RUNNING, State.FAIL))
+               if t.number not in requeued and (t.state == State.RUNNING or t.user_attrs.get("interrupted"))]
     storage = study._storage  # the study's own storage object; its methods are Optuna's public API
-    for t in running:
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, t.number)
-        storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
+    for t in cut_off:
+        if t.state == State.RUNNING:
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, t.number)
+            storage.set_trial_state_values(trial_id, State.FAIL)
         study.enqueue_trial(t.params, user_attrs={"rerun_of": t.number})
-    return len(running)
+    study.set_user_attr("requeued", sorted(requeued | {t.number for t in cut_off}))
+    return len(cut_off)
 
 
 def finished(study) -> int:

@@ -104,6 +104,35 @@ def test_an_interrupted_trial_runs_again_on_resume(tmp_path, text_file):
     assert rerun.params["lr"] == lr and rerun.user_attrs["rerun_of"] == 0
 
 
+def test_ctrl_c_stops_the_sweep_and_the_same_command_reruns_the_cut_off_trial(tmp_path, text_file, monkeypatch):
+    settings = settings_for(text_file)
+    db = str(tmp_path / "sweep.db")
+
+    real_objective = tune.objective
+    calls = []
+
+    def objective(trial, *args):
+        calls.append(trial.number)
+        if len(calls) == 2:       # the second trial is cut off part way
+            trial.suggest_float("lr", 1e-4, 5e-3, log=True)
+            trial.set_user_attr("interrupted", True)
+            raise KeyboardInterrupt
+        return real_objective(trial, *args)
+
+    monkeypatch.setattr(tune, "objective", objective)
+    with pytest.raises(KeyboardInterrupt):
+        tune.run_sweep(settings, 3, tmp_path, storage=db, study_name="t", log=lambda s: None)
+    monkeypatch.setattr(tune, "objective", real_objective)
+    study = tune.run_sweep(settings, 3, tmp_path, storage=db, study_name="t", log=lambda s: None)
+    assert states(study)[:2] == [TrialState.COMPLETE, TrialState.FAIL]
+    assert study.trials[2].user_attrs["rerun_of"] == 1
+    assert study.trials[2].params == study.trials[1].params
+    assert tune.finished(study) == 3
+    # A later resume does not queue the same cut-off trial a second time.
+    again = tune.run_sweep(settings, 3, tmp_path, storage=db, study_name="t", log=lambda s: None)
+    assert len(again.trials) == len(study.trials)
+
+
 def test_resuming_with_other_settings_is_refused(tmp_path, text_file):
     storage = "sqlite:///" + str(tmp_path / "sweep.db")
     tune.open_study(settings_for(text_file), storage, "t")
