@@ -256,9 +256,10 @@ def skip_uniform(rng: np.random.Generator, n: int, dtype=np.float64):
     """Advance rng exactly as rng.random(n, dtype) would, in O(log n) time.
 
     A float64 uses one 64-bit output of the bit generator; a float32 uses 32 bits, half an
-    output, the other half kept for the next float32 (`has_uint32` in the state). PCG64 can
-    jump ahead (`advance`), which forgets a kept half, so that half is used up first. Other
-    bit generators draw and discard. tests/test_dist.py checks this against real draws."""
+    output, the other half kept for the next float32 (`has_uint32` in the state; float64
+    draws leave it alone). PCG64 can jump ahead (`advance`), which forgets a kept half: a
+    float32 skip uses it up first, a float64 skip puts it back. Other bit generators draw and
+    discard. tests/test_dist.py checks this against real draws."""
     dtype = np.dtype(dtype)
     bit_generator = rng.bit_generator
     if n <= 0:
@@ -267,7 +268,12 @@ def skip_uniform(rng: np.random.Generator, n: int, dtype=np.float64):
         rng.random(n, dtype=dtype)
         return
     if dtype == np.float64:
+        held = bit_generator.state
         bit_generator.advance(n)
+        if held["has_uint32"]:
+            state = bit_generator.state
+            state.update(has_uint32=held["has_uint32"], uinteger=held["uinteger"])
+            bit_generator.state = state
         return
     if bit_generator.state["has_uint32"]:
         rng.random(1, dtype=dtype)
