@@ -21,6 +21,7 @@ import hashlib
 import math
 import os
 import sys
+import time
 import traceback
 from contextlib import contextmanager
 
@@ -35,6 +36,7 @@ LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
 # Test hook: NUMPYGPT_FAIL_AT=RANK:STEP makes that rank raise at that step, so the tests can
 # check that one failing rank stops every rank at once.
 FAIL_AT_VARIABLE = "NUMPYGPT_FAIL_AT"
+ABORT_GRACE_S = 1.0
 
 
 class DistError(Exception):
@@ -90,6 +92,7 @@ class Communicator:
 
     rank = 0
     size = 1
+    local_rank = 0  # among the ranks on this host
 
     def __init__(self):
         fail_at = os.environ.get(FAIL_AT_VARIABLE)
@@ -170,13 +173,16 @@ class Communicator:
             raise PeerFailed(message if same else f"rank {rank}: {message}") from error
 
     def set_up_together(self, build, expected=()):
-        """build() on every rank, rank 0 first: it fills the caches (downloads, the tokenizer,
-        token files) that the others then read instead of writing them at the same time.
-        An error on any rank raises PeerFailed on every rank (see fail_together)."""
+        """build() on every rank, in three turns: rank 0, then the first rank on each other
+        host, then the rest. Each turn finds the caches (downloads, the tokenizer, token files)
+        filled by the turn before, on a folder shared by all hosts or local to each, instead
+        of writing them at the same time. An error on any rank raises PeerFailed on every
+        rank (see fail_together)."""
+        my_turn = 0 if self.rank == 0 else 1 if self.local_rank == 0 else 2
         result = None
-        for rank_zero_turn in (True, False):
+        for turn in range(3 if self.size > 1 else 1):
             with self.fail_together(expected):
-                if (self.rank == 0) == rank_zero_turn:
+                if turn == my_turn:
                     result = build()
         return result
 
@@ -208,6 +214,7 @@ class MPICommunicator(Communicator):
         self.comm = comm
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
+        self.local_rank = comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
 
     def allreduce_sum(self, buffer):
         self.comm.Allreduce(self.MPI.IN_PLACE, buffer, op=self.MPI.SUM)
@@ -233,6 +240,9 @@ class MPICommunicator(Communicator):
     def abort(self, message: str):
         """Print message and end every rank of the job (mpiexec then exits non-zero)."""
         print(message, file=sys.stderr, flush=True)
+        # Abort tears the job down at once, output still in the launcher's pipes with it:
+        # a moment's pause lets mpiexec pass the message on first.
+        time.sleep(ABORT_GRACE_S)
         self.comm.Abort(2)
 
 
