@@ -101,9 +101,13 @@ class Communicator:
     def allreduce_sum(self, buffer: np.ndarray):
         """buffer (any shape) <- its sum over ranks, in place."""
 
-    def reduce_scatter_sum(self, buffer: np.ndarray, shard: np.ndarray, bounds: list[int]):
-        """shard <- the sum over ranks of buffer[bounds[rank]:bounds[rank + 1]]."""
-        shard[...] = buffer[bounds[self.rank]:bounds[self.rank + 1]]
+    def reduce_scatter_sum(self, buffer: np.ndarray, bounds: list[int]) -> np.ndarray:
+        """The sum over ranks of this rank's shard buffer[bounds[rank]:bounds[rank + 1]],
+        written over the start of buffer (MPI's in-place reduce-scatter: no extra memory);
+        returns that view. The rest of buffer is left as it was."""
+        start, stop = bounds[self.rank], bounds[self.rank + 1]
+        buffer[:stop - start] = buffer[start:stop]
+        return buffer[:stop - start]
 
     def allgather_shards(self, buffer: np.ndarray, bounds: list[int]):
         """buffer[bounds[r]:bounds[r + 1]] <- rank r's, for every r, in place."""
@@ -219,9 +223,9 @@ class MPICommunicator(Communicator):
     def allreduce_sum(self, buffer):
         self.comm.Allreduce(self.MPI.IN_PLACE, buffer, op=self.MPI.SUM)
 
-    def reduce_scatter_sum(self, buffer, shard, bounds):
-        counts = np.diff(bounds)
-        self.comm.Reduce_scatter(buffer, shard, recvcounts=counts, op=self.MPI.SUM)
+    def reduce_scatter_sum(self, buffer, bounds):
+        self.comm.Reduce_scatter(self.MPI.IN_PLACE, buffer, recvcounts=np.diff(bounds), op=self.MPI.SUM)
+        return buffer[:bounds[self.rank + 1] - bounds[self.rank]]
 
     def _counts_displacements(self, bounds):
         return np.diff(bounds), np.asarray(bounds[:-1])
@@ -332,9 +336,10 @@ class DataParallelAdamW:
 class ZeroAdamW(DataParallelAdamW):
     """ZeRO stage 1: each rank keeps AdamW's moments for its shard of the flat buffer only.
 
-    Reduce-scatter the gradients (each rank receives the sum of its shard), take the global
-    norm from the shards' sums of squares, update the shard, all-gather the weights. Every
-    rank ends the step with the same weights as plain data parallel."""
+    Reduce-scatter the gradients (each rank receives the sum of its shard, in place at the
+    start of the gradient buffer, which the next step zeroes anyway), take the global norm
+    from the shards' sums of squares, update the shard, all-gather the weights. Every rank
+    ends the step with the same weights as plain data parallel."""
 
     def __init__(self, comm: Communicator, params, **adamw):
         self.comm = comm
@@ -342,12 +347,11 @@ class ZeroAdamW(DataParallelAdamW):
         self.bounds = shard_bounds(params.data.size, comm.size)
         span = self.bounds[comm.rank], self.bounds[comm.rank + 1]
         self.optimizer = AdamW(params, span=span, **adamw)
-        self.grad_shard = np.zeros(span[1] - span[0], dtype=params.grad.dtype)
 
     def step(self, lr: float, grad_clip: float) -> float:
-        self.comm.reduce_scatter_sum(self.params.grad, self.grad_shard, self.bounds)
-        norm = clip_grad_norm(self.grad_shard, grad_clip, self.comm.sum(kernels.sum_of_squares(self.grad_shard)))
-        self.optimizer.step(lr, grad=self.grad_shard)
+        grad_shard = self.comm.reduce_scatter_sum(self.params.grad, self.bounds)
+        norm = clip_grad_norm(grad_shard, grad_clip, self.comm.sum(kernels.sum_of_squares(grad_shard)))
+        self.optimizer.step(lr, grad=grad_shard)
         self.comm.allgather_shards(self.params.data, self.bounds)
         return norm
 
