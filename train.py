@@ -2,12 +2,13 @@
 
 Reads top to bottom: settings, data, model, optimizer and loop (numpygpt.trainer), report.
 Every setting has a default from the model preset (`--model`); every flag overrides one.
+`mpiexec -n N python train.py ...` trains data-parallel on N ranks (numpygpt.dist).
 """
 import argparse
 import sys
 from pathlib import Path
 
-from numpygpt import checkpoint, hf
+from numpygpt import checkpoint, dist, hf
 from numpygpt.config import PRESETS, preset
 from numpygpt.data import DataError, check_long_enough, load_tokenizer, prepare_dataset
 from numpygpt.model import GPT
@@ -38,7 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("lr", "min_lr", "weight_decay", "dropout", "grad_clip"):
         p.add_argument("--" + name.replace("_", "-"), type=float)
     p.add_argument("--dtype", choices=["float32", "float64"])
+    p.add_argument("--zero", action="store_true", help="under mpiexec: shard AdamW's state across the ranks "
+                                                       "(ZeRO-1), so its memory per rank falls as 1/ranks")
+    p.add_argument("--check-sync", action="store_true", help="under mpiexec: after every step, check that all "
+                                                             "ranks hold bit-identical weights (debugging)")
     return p
+
+
+# Errors that are the user's to fix: one line, no traceback.
+USER_ERRORS = (ValueError, DataError, checkpoint.CheckpointError, SafetensorsError, TrainingError, hf.HFError,
+               dist.DistError)
 
 
 def given(args, names) -> dict:
@@ -106,29 +116,47 @@ def resumed_run(args):
     return config, dataset, ckpt.build_model(), run_info, ckpt
 
 
+def set_up(args, comm) -> tuple[Trainer, checkpoint.Checkpoint | None]:
+    """The run's trainer, restored when --resume; and the checkpoint it was restored from."""
+    config, dataset, model, run_info, ckpt = resumed_run(args) if args.resume else new_run(args)
+    check_long_enough(dataset, config.block_size)
+    sampler = text_sampler(load_tokenizer(dataset.tokenizer_dir), config.sample_tokens, config.seed)
+    trainer = Trainer(model, dataset, config, args.out_dir, run_info=run_info, sample_fn=sampler,
+                      comm=comm, zero=args.zero, check_sync=args.check_sync)
+    if ckpt is not None:
+        trainer.restore(ckpt)
+    return trainer, ckpt
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    comm = None
     try:
-        config, dataset, model, run_info, ckpt = resumed_run(args) if args.resume else new_run(args)
-        check_long_enough(dataset, config.block_size)
-        sampler = text_sampler(load_tokenizer(dataset.tokenizer_dir), config.sample_tokens, config.seed)
-        trainer = Trainer(model, dataset, config, args.out_dir, run_info=run_info, sample_fn=sampler)
+        comm = dist.world()  # one process, or every rank of `mpiexec -n N`
+        say = print if comm.rank == 0 else (lambda *a, **k: None)
+        trainer, ckpt = comm.set_up_together(lambda: set_up(args, comm), expected=USER_ERRORS)
+        model, dataset = trainer.model, trainer.dataset
+        comm.check_same(model.params.data, "the starting weights (a different checkpoint or --init-from?)")
         if ckpt is not None:
-            trainer.restore(ckpt)
-            print(f"resuming {ckpt.path} at step {trainer.step}", file=sys.stderr)
-        print(f"{model.num_parameters():,} parameters; {len(dataset.train):,} training tokens, "
-              f"{len(dataset.val):,} validation tokens; {config.tokens_per_step:,} tokens per step",
-              file=sys.stderr)
-        trainer.run()
-    except (ValueError, DataError, checkpoint.CheckpointError, SafetensorsError, TrainingError, hf.HFError) as e:
-        print(f"train.py: error: {e}", file=sys.stderr)
+            say(f"resuming {ckpt.path} at step {trainer.step}", file=sys.stderr)
+        ranks = f" over {comm.size} ranks" if comm.size > 1 else ""
+        say(f"{model.num_parameters():,} parameters; {len(dataset.train):,} training tokens, "
+            f"{len(dataset.val):,} validation tokens; {trainer.tokens_per_step:,} tokens per step{ranks}",
+            file=sys.stderr)
+        # A rank failing alone in the loop would leave the others waiting: it aborts them all.
+        with comm.abort_on_error("train.py", collective=(TrainingError, dist.DistError), expected=USER_ERRORS):
+            trainer.run()
+    except (*USER_ERRORS, dist.PeerFailed) as e:
+        if comm is None or comm.rank == 0:
+            print(f"train.py: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-    plot = plot_metrics(args.out_dir)
-    print(f"done: checkpoint in {args.out_dir}/; metrics in {args.out_dir}/metrics.jsonl; "
-          + (f"loss curve in {plot}" if plot else "pip install matplotlib for a loss-curve plot"),
-          file=sys.stderr)
+    if comm.rank == 0:
+        plot = plot_metrics(args.out_dir)
+        print(f"done: checkpoint in {args.out_dir}/; metrics in {args.out_dir}/metrics.jsonl; "
+              + (f"loss curve in {plot}" if plot else "pip install matplotlib for a loss-curve plot"),
+              file=sys.stderr)
     return 0
 
 

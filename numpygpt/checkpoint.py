@@ -92,10 +92,11 @@ def read_tokenizer_files(folder) -> dict:
     return {"encoder.json": encoder.read_bytes(), "vocab.bpe": merges.read_bytes()}
 
 
-def save(out_dir, model: GPT, *, step: int, train_state: dict | None = None, optimizer=None,
+def save(out_dir, model: GPT, *, step: int, train_state: dict | None = None, optimizer_state: dict | None = None,
          tokenizer_files: dict | None = None, tags=("latest",)) -> Path:
     """Write a checkpoint of `model` (and optimizer/train state) at `step` and point each tag
-    ("latest", "best") at it. Checkpoint directories no tag points at any more are removed."""
+    ("latest", "best") at it. Checkpoint directories no tag points at any more are removed.
+    optimizer_state: AdamW's state_dict(), {"m": (P,), "v": (P,), "step": int}."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:06d}"
@@ -107,8 +108,8 @@ def save(out_dir, model: GPT, *, step: int, train_state: dict | None = None, opt
                       lambda f: safetensors.save(model.params.values, f, {"format": "numpygpt"}))
     _write_json(tmp / "config.json", model.config.to_dict())
     _write_json(tmp / "train_state.json", {"step": step, **(train_state or {})})
-    if optimizer is not None:
-        state = optimizer.state_dict()
+    if optimizer_state is not None:
+        state = optimizer_state
         _write_atomically(tmp / "optimizer.safetensors", lambda f: safetensors.save(
             {"m": state["m"], "v": state["v"]}, f, {"step": state["step"]}))
     if tokenizer_files:

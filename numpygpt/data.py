@@ -251,11 +251,14 @@ def tokenize_splits(text: str, name: str, tokenizer_dir: Path, data_dir: Path) -
     return Dataset(splits["train"], splits["val"], tokenizer_dir, meta["name"], meta["val_bytes"])
 
 
-def get_batch(tokens: np.ndarray, batch_size: int, block_size: int, rng: np.random.Generator):
+def get_batch(tokens: np.ndarray, batch_size: int, block_size: int, rng: np.random.Generator,
+              rows: slice = slice(None)):
     """batch_size random windows of block_size + 1 consecutive tokens: x is each window but
     its last token, y the same shifted by one (the next token at every position).
-    Returns x, y: (batch_size, block_size) int64."""
-    starts = rng.integers(0, len(tokens) - block_size, size=batch_size)
+    rows: which of the batch_size windows to return (a data-parallel rank's share); rng
+    advances as for the whole batch, so every rank stays in step with one process.
+    Returns x, y: (rows, block_size) int64."""
+    starts = rng.integers(0, len(tokens) - block_size, size=batch_size)[rows]
     windows = np.stack([tokens[s:s + block_size + 1] for s in starts]).astype(np.int64)
     return windows[:, :-1], windows[:, 1:]
 

@@ -44,10 +44,10 @@ def dropout_threshold(p: float) -> int:
     return int(round(p * 2.0 ** 32))
 
 
-def dropout_keep_reference(seed, n, threshold):
-    """(n,) bool: which of n elements a call with this seed keeps (NumPy's uint64 wraps, as
-    SplitMix64 needs)."""
-    z = np.uint64(seed) + (np.arange(n, dtype=np.uint64) + np.uint64(1)) * GOLDEN
+def dropout_keep_reference(seed, n, threshold, offset=0):
+    """(n,) bool: which of the elements offset..offset+n-1 a call with this seed keeps (NumPy's
+    uint64 arithmetic wraps, as SplitMix64 needs)."""
+    z = np.uint64(seed) + (np.arange(offset, offset + n, dtype=np.uint64) + np.uint64(1)) * GOLDEN
     z = (z ^ (z >> np.uint64(30))) * MIX1
     z = (z ^ (z >> np.uint64(27))) * MIX2
     z = z ^ (z >> np.uint64(31))
@@ -64,15 +64,16 @@ def _keep(seed, i, threshold):
 
 
 @njit(parallel=True, cache=True, fastmath=True)
-def dropout_apply(x, out, seed, threshold, scale):
+def dropout_apply(x, out, seed, threshold, scale, offset):
     """out = x * keep * scale, elementwise over flat x and out (which may be x itself), with
-    keep from (seed, index) as in dropout_keep_reference. Forward and backward both use it."""
+    keep from (seed, offset + index) as in dropout_keep_reference. Forward and backward both
+    use it; the offset numbers a data-parallel rank's elements within the global batch."""
     n = x.size
     seed = np.uint64(seed)
     threshold = np.uint64(threshold)
     for chunk in prange((n + DROPOUT_CHUNK - 1) // DROPOUT_CHUNK):
         for i in range(chunk * DROPOUT_CHUNK, min(n, (chunk + 1) * DROPOUT_CHUNK)):
-            out[i] = x[i] * scale if _keep(seed, i, threshold) else 0.0
+            out[i] = x[i] * scale if _keep(seed, offset + i, threshold) else 0.0
 
 
 # --------------------------------------------------------------------------------------------

@@ -163,9 +163,12 @@ class Dropout:
             self.seed = None
             return x
         self.seed = int(rng.integers(0, 2 ** 63))
+        # Under data parallelism (dist.RankRows) x holds rows rank*B.. of the global batch, so
+        # its elements are those numbered from rank * x.size in the global batch's mask.
+        self.offset = getattr(rng, "rank", 0) * x.size
         x = np.ascontiguousarray(x)
         out = np.empty_like(x)
-        kernels.dropout_apply(x.reshape(-1), out.reshape(-1), self.seed, self.threshold, self.scale)
+        kernels.dropout_apply(x.reshape(-1), out.reshape(-1), self.seed, self.threshold, self.scale, self.offset)
         return out
 
     def backward(self, dout):
@@ -175,7 +178,7 @@ class Dropout:
             return dout
         dout = np.ascontiguousarray(dout)
         dx = np.empty_like(dout)
-        kernels.dropout_apply(dout.reshape(-1), dx.reshape(-1), seed, self.threshold, self.scale)
+        kernels.dropout_apply(dout.reshape(-1), dx.reshape(-1), seed, self.threshold, self.scale, self.offset)
         return dx
 
 

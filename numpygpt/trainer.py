@@ -5,6 +5,11 @@ Determinism: three generators, each seeded from `seed` and saved in every checkp
 all randomness (model init, which windows make each batch, dropout masks). The same seed,
 data and settings give the same losses bit for bit, and a resumed run continues exactly where
 the saved one stopped.
+
+Data parallel (numpygpt.dist): under `mpiexec -n N` every rank runs this same loop on its rows
+of each global batch of N * batch_size windows; the communicator averages the gradients,
+losses and evaluations, and rank 0 alone prints, logs and writes checkpoints. One process
+uses a communicator whose collectives do nothing.
 """
 import json
 import math
@@ -18,9 +23,10 @@ import numpy as np
 
 from . import checkpoint
 from .data import Dataset, get_batch
+from .dist import Communicator, data_parallel_optimizer
 from .generate import generate
 from .model import GPT, is_decayed
-from .optim import AdamW, clip_grad_norm, cosine_lr
+from .optim import cosine_lr
 from .sampling import Sampler
 
 
@@ -71,15 +77,19 @@ class TrainingError(Exception):
 
 
 class Progress:
-    """One status line: redrawn in place on a terminal, printed every so often otherwise."""
+    """One status line: redrawn in place on a terminal, printed every so often otherwise.
+    quiet: print nothing (the ranks other than 0 of a data-parallel run)."""
 
-    def __init__(self, total_steps: int, stream=sys.stderr):
+    def __init__(self, total_steps: int, stream=sys.stderr, quiet: bool = False):
         self.total = total_steps
         self.stream = stream
         self.tty = stream.isatty()
+        self.quiet = quiet
         self.last_print = 0.0
 
     def update(self, step: int, loss: float, lr: float, tokens_per_s: float, eta_s: float):
+        if self.quiet:
+            return
         now = time.time()
         if not self.tty and now - self.last_print < 10 and step < self.total:
             return
@@ -93,6 +103,8 @@ class Progress:
 
     def message(self, text: str):
         """A line of its own (evaluation, samples), not overwritten by the status line."""
+        if self.quiet:
+            return
         self.stream.write(("\r\033[K" if self.tty else "") + text + "\n")
         self.stream.flush()
 
@@ -139,12 +151,18 @@ def generator_from_state(state: dict) -> np.random.Generator:
 class Trainer:
     """Owns the model, optimizer, data and generators of one run.
 
-    trainer = Trainer(model, dataset, config, out_dir)     # or Trainer.resume(...)
+    trainer = Trainer(model, dataset, config, out_dir)     # then trainer.restore(ckpt) to resume
     trainer.run()
+
+    comm: the ranks training together (numpygpt.dist; default one process); batch_size is
+    per rank. zero: shard AdamW's state across the ranks (ZeRO-1). check_sync: after every
+    step, check that all ranks hold bit-identical weights (a debugging aid; one small
+    collective per step).
     """
 
     def __init__(self, model: GPT, dataset: Dataset, config: TrainConfig, out_dir, log=print,
-                 sample_fn=None, run_info: dict | None = None, on_eval=None, checkpoints: bool = True,
+                 sample_fn=None, run_info: dict | None = None, comm: Communicator | None = None,
+                 zero: bool = False, check_sync: bool = False, on_eval=None, checkpoints: bool = True,
                  stream=sys.stderr):
         self.model = model
         self.dataset = dataset
@@ -153,23 +171,40 @@ class Trainer:
         self.log = log
         self.sample_fn = sample_fn   # (model) -> str, a short text shown at each evaluation
         self.run_info = run_info or {}
+        self.comm = comm or Communicator()
+        self.check_sync = check_sync
         self.on_eval = on_eval          # (step, evaluation dict) -> None; may raise to stop the run
         self.checkpoints = checkpoints  # False: metrics only (a sweep's trials)
         self.stream = stream            # progress and evaluation lines go here
         self.tokenizer_files = checkpoint.read_tokenizer_files(dataset.tokenizer_dir)
-        self.optimizer = AdamW(model.params, lr=config.lr, betas=(config.beta1, config.beta2),
-                               weight_decay=config.weight_decay, decay_runs=model.params.runs(is_decayed))
+        self.optimizer = data_parallel_optimizer(
+            self.comm, model.params, zero=zero, lr=config.lr, betas=(config.beta1, config.beta2),
+            weight_decay=config.weight_decay, decay_runs=model.params.runs(is_decayed))
         self.step = 0
         self.data_rng = np.random.default_rng([config.seed, 1])
         self.dropout_rng = np.random.default_rng([config.seed, 2])
         self.best_val_loss = math.inf
         self.history = []  # one dict per logged step, also appended to metrics.jsonl
-        # Fixed evaluation batches, so every evaluation measures the same windows.
+        # Fixed evaluation batches, so every evaluation measures the same windows (each rank
+        # its rows of them).
         eval_rng = np.random.default_rng([config.seed, 3])
-        self.eval_batches = {split: [get_batch(getattr(dataset, split), config.batch_size,
-                                               config.block_size, eval_rng)
+        self.eval_batches = {split: [get_batch(getattr(dataset, split), self.global_batch_size,
+                                               config.block_size, eval_rng, self.local_rows)
                                      for _ in range(config.eval_iters)]
                              for split in ("train", "val")}
+
+    @property
+    def global_batch_size(self) -> int:
+        return self.config.batch_size * self.comm.size
+
+    @property
+    def local_rows(self) -> slice:
+        return self.comm.local_rows(self.config.batch_size)
+
+    @property
+    def tokens_per_step(self) -> int:
+        """Over all ranks."""
+        return self.config.tokens_per_step * self.comm.size
 
     # -- state for checkpoints -----------------------------------------------------------------
 
@@ -190,9 +225,13 @@ class Trainer:
         except (KeyError, TypeError, ValueError) as e:
             raise checkpoint.CheckpointError(f"{ckpt.path} cannot be resumed: bad train state ({e})") from None
 
-    def save(self, tags):
+    def save(self, tags) -> Path | None:
+        """Every rank must call this (ZeRO gathers the optimizer state); rank 0 writes."""
+        optimizer_state = self.optimizer.state_dict()
+        if self.comm.rank != 0:
+            return None
         return checkpoint.save(self.out_dir, self.model, step=self.step, train_state=self.train_state(),
-                               optimizer=self.optimizer, tokenizer_files=self.tokenizer_files, tags=tags)
+                               optimizer_state=optimizer_state, tokenizer_files=self.tokenizer_files, tags=tags)
 
     # -- the loop ----------------------------------------------------------------------------------
 
@@ -202,27 +241,30 @@ class Trainer:
         return cosine_lr(step, c.lr, c.warmup_steps, c.lr_decay_steps or c.steps, min_lr)
 
     def train_step(self) -> tuple[float, float, float]:
-        """One optimizer step over grad_accum micro-batches. Returns (loss, grad norm, lr)."""
+        """One optimizer step over grad_accum micro-batches. Returns (loss, grad norm, lr),
+        the loss averaged over the ranks (so a non-finite loss stops every rank alike)."""
         c = self.config
         self.model.zero_grad()
         total = 0.0
         for _ in range(c.grad_accum):
-            x, y = get_batch(self.dataset.train, c.batch_size, c.block_size, self.data_rng)
-            loss = self.model.loss(x, y, self.dropout_rng)
+            x, y = get_batch(self.dataset.train, self.global_batch_size, c.block_size, self.data_rng,
+                             self.local_rows)
+            loss = self.comm.mean(self.model.loss(x, y, self.comm.dropout_rng(self.dropout_rng)))
             if not math.isfinite(loss):
                 return loss, math.nan, math.nan
-            self.model.backward(1.0 / c.grad_accum)
+            # Each rank's loss is a mean over its rows: 1/size makes the ranks' summed
+            # gradients the gradient of the global batch's mean.
+            self.model.backward(1.0 / (c.grad_accum * self.comm.size))
             total += loss / c.grad_accum
-        norm = clip_grad_norm(self.model.params.grad, c.grad_clip)
         lr = self.lr_at(self.step)
-        self.optimizer.step(lr)
+        norm = self.optimizer.step(lr, c.grad_clip)
         return total, norm, lr
 
     def evaluate(self) -> dict:
         """Mean loss on the fixed batches of each split (dropout off), perplexity, bits/byte."""
         result = {}
         for split, batches in self.eval_batches.items():
-            loss = float(np.mean([self.model.loss(x, y) for x, y in batches]))
+            loss = self.comm.mean(float(np.mean([self.model.loss(x, y) for x, y in batches])))
             result[f"{split}_loss"] = loss
             result[f"{split}_ppl"] = math.exp(min(loss, 700))
         result["val_bpb"] = bits_per_byte(result["val_loss"], len(self.dataset.val), self.dataset.val_bytes)
@@ -230,6 +272,8 @@ class Trainer:
 
     def _record(self, entry: dict):
         self.history.append(entry)
+        if self.comm.rank != 0:
+            return
         self.out_dir.mkdir(parents=True, exist_ok=True)
         with open(self.out_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(entry) + "\n")
@@ -237,11 +281,12 @@ class Trainer:
     def run(self) -> dict:
         """Train from self.step to config.steps. Returns the last evaluation."""
         c = self.config
-        progress = Progress(c.steps, self.stream)
+        progress = Progress(c.steps, self.stream, quiet=self.comm.rank != 0)
         last_eval = {}
         start_time, start_step = time.time(), self.step
         with StopRequest() as stop:
             while self.step < c.steps:
+                self.comm.maybe_fail(self.step + 1)
                 loss, norm, lr = self.train_step()
                 if not math.isfinite(loss):
                     kept = checkpoint.read_pointer(self.out_dir).get("latest")
@@ -249,9 +294,11 @@ class Trainer:
                     raise TrainingError(f"loss became {loss} at step {self.step + 1}; stopped, {where}. "
                                         "Try a lower --lr or --grad-clip 1.0")
                 self.step += 1
+                if self.check_sync:
+                    self.comm.check_same(self.model.params.data, f"the weights after step {self.step}")
                 elapsed = time.time() - start_time
                 done = self.step - start_step
-                tokens_per_s = done * c.tokens_per_step / max(elapsed, 1e-9)
+                tokens_per_s = done * self.tokens_per_step / max(elapsed, 1e-9)
                 progress.update(self.step, loss, lr, tokens_per_s, elapsed / done * (c.steps - self.step))
                 entry = {"step": self.step, "loss": loss, "lr": lr, "grad_norm": norm,
                          "tokens_per_s": tokens_per_s}
@@ -266,7 +313,7 @@ class Trainer:
                         f"step {self.step}: train loss {last_eval['train_loss']:.4f}, val loss "
                         f"{last_eval['val_loss']:.4f} (ppl {last_eval['val_ppl']:.1f}, "
                         f"{last_eval['val_bpb']:.3f} bits/byte)")
-                    if self.sample_fn is not None and c.sample_tokens:
+                    if self.sample_fn is not None and c.sample_tokens and self.comm.rank == 0:
                         progress.message("--- sample ---\n" + self.sample_fn(self.model) + "\n--------------")
                     self._record(entry)
                     if self.checkpoints:
@@ -275,7 +322,8 @@ class Trainer:
                         self.on_eval(self.step, last_eval)
                 elif self.step % 10 == 0:
                     self._record(entry)
-                if stop.requested and self.step < c.steps:
+                # Ctrl-C reaches the ranks at different moments: stop where any rank saw it.
+                if self.comm.any(stop.requested) and self.step < c.steps:
                     if self.checkpoints:
                         path = self.save(["latest"])
                         progress.message(f"interrupted at step {self.step}: saved {path}; continue with --resume")

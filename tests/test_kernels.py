@@ -139,8 +139,9 @@ def test_dropout_mask_equals_its_reference(n, p, seed, dtype):
     x = normal(np.random.default_rng(n), n, dtype)
     out = np.empty_like(x)
     threshold = kernels.dropout_threshold(p)
-    kernels.dropout_apply(x, out, seed, threshold, 1.0 / (1.0 - p))
-    keep = kernels.dropout_keep_reference(seed, n, threshold)
+    offset = n * (seed % 3)
+    kernels.dropout_apply(x, out, seed, threshold, 1.0 / (1.0 - p), offset)
+    keep = kernels.dropout_keep_reference(seed, n, threshold, offset)
     np.testing.assert_allclose(out, np.where(keep, x.astype(np.float64) / (1.0 - p), 0.0), **tol(dtype))
     assert np.array_equal(out != 0, keep & (x != 0))
 
@@ -158,5 +159,5 @@ def test_dropout_masks_keep_1_minus_p_independently_per_seed():
     assert abs((a[1:] & a[:-1]).mean() - (1 - p) ** 2) < 5 * sd
     # In place (out is x) gives the same as out of place.
     x = np.ones(n, np.float32)
-    kernels.dropout_apply(x, x, 1, threshold, 1.0 / (1 - p))
+    kernels.dropout_apply(x, x, 1, threshold, 1.0 / (1 - p), 0)
     assert np.array_equal(x != 0, a)
