@@ -201,16 +201,17 @@ class CausalSelfAttention:
         h, d = self.n_head, c // self.n_head
         self.scale = 1.0 / math.sqrt(d)
         qkv = self.c_attn.forward(x)                                  # (B, T, 3C)
-        # One copy into (3, B, H, T, D) gives contiguous q, k, v for the batched matmuls.
-        q, k, v = np.ascontiguousarray(qkv.reshape(b, t, 3, h, d).transpose(2, 0, 3, 1, 4))
+        # q, k, v as (B, H, T, D) views of qkv, no copies: each head's (T, D) matrix has rows
+        # 3C apart and unit-stride columns, which BLAS reads in place (its leading dimension).
+        q, k, v = (qkv.reshape(b, t, 3, h, d)[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
         scores = q @ k.swapaxes(-1, -2)                               # (B, H, T, T)
         kernels.causal_softmax_forward(scores.reshape(b * h, t, t), self.scale)
         probs = scores                                                # softmaxed in place
         att = self.attn_dropout.forward(probs, rng)
-        y = att @ v                                                   # (B, H, T, D)
+        y = np.empty((b, t, h, d), dtype=x.dtype)                     # heads side by side...
+        np.matmul(att, v, out=y.transpose(0, 2, 1, 3))                # ...written there directly
         self.q, self.k, self.v, self.probs, self.att = q, k, v, probs, att
-        y = y.transpose(0, 2, 1, 3).reshape(b, t, c)                  # heads side by side
-        return self.resid_dropout.forward(self.c_proj.forward(y), rng)
+        return self.resid_dropout.forward(self.c_proj.forward(y.reshape(b, t, c)), rng)
 
     def backward(self, dout):
         """dout: (B, T, C) -> dx (B, T, C).
