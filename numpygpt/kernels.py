@@ -77,6 +77,24 @@ def dropout_apply(x, out, seed, threshold, scale, offset):
 
 
 # --------------------------------------------------------------------------------------------
+# Linear's bias: NumPy's broadcast add runs on one core; this splits the rows. (NumPy's own
+# axis-0 sum is faster than a Numba one for the bias gradient, so that stays NumPy.)
+
+
+def add_bias_reference(out, bias):
+    return out + bias
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def add_bias(out, bias):
+    """out (N, C) += bias (C,) on every row, in place."""
+    n, c = out.shape
+    for i in prange(n):
+        for j in range(c):
+            out[i, j] += bias[j]
+
+
+# --------------------------------------------------------------------------------------------
 # LayerNorm
 
 
@@ -177,8 +195,8 @@ def gelu_backward_reference(dout, x):
 # the function's sigmoid form, 0.5 (1 + tanh u) = 1 / (1 + exp(-2u)) = s:
 #   gelu(x)  = x s
 #   gelu'(x) = s + 2 x s (1 - s) du/dx,   with 1 - s = e s where e = exp(-2u)
-# which, unlike 1 + tanh(u), never subtracts nearly equal numbers: float32 stays accurate for
-# x << 0 too.
+# which, unlike 1 + tanh(u), never subtracts nearly equal numbers in forward: float32 stays
+# accurate for x << 0 too. (Backward's 1 - s is exact where it matters: s near 1 is x >> 0.)
 
 
 @njit(parallel=True, cache=True, fastmath=True)
@@ -193,38 +211,34 @@ def gelu_exp_argument(x, w):
 
 
 @njit(parallel=True, cache=True, fastmath=True)
-def gelu_combine_forward(x, e, out):
-    """out = x / (1 + e) = x s. out may alias e."""
+def gelu_combine_forward(x, e, out, sig):
+    """sig = s = 1 / (1 + e) (kept for backward) and out = x s. sig may alias e."""
     one = x.dtype.type(1.0)
     for i in prange(x.size):
-        out[i] = x[i] / (one + e[i])
+        s = one / (one + e[i])
+        sig[i] = s
+        out[i] = x[i] * s
 
 
 @njit(parallel=True, cache=True, fastmath=True)
-def gelu_combine_backward(dout, x, e, dx):
-    """dx = dout * (s + 2 x s (e s) du/dx). dx may alias dout or e."""
+def gelu_backward(dout, x, sig, dx):
+    """dx = dout * gelu'(x) = dout * (s + 2 x s (1 - s) du/dx) from forward's s, elementwise on
+    flat (M,) arrays; no exp. dx may alias dout."""
     f = x.dtype.type
     scale, three_cubic, one, two = f(GELU_SCALE), f(3.0 * GELU_CUBIC), f(1.0), f(2.0)
     for i in prange(x.size):
         v = x[i]
-        s = one / (one + e[i])
+        s = sig[i]
         du = scale * (one + three_cubic * v * v)
-        dx[i] = dout[i] * (s + two * v * s * (e[i] * s) * du)
+        dx[i] = dout[i] * (s + two * v * s * (one - s) * du)
 
 
-def gelu_forward(x, out):
-    """out = gelu(x), elementwise on flat (M,) arrays."""
-    gelu_exp_argument(x, out)
-    np.exp(out, out=out)
-    gelu_combine_forward(x, out, out)
-
-
-def gelu_backward(dout, x, dx):
-    """dx = dout * gelu'(x), elementwise on flat (M,) arrays. dx may alias dout."""
-    e = np.empty_like(x)
-    gelu_exp_argument(x, e)
-    np.exp(e, out=e)
-    gelu_combine_backward(dout, x, e, dx)
+def gelu_forward(x, out, sig):
+    """out = gelu(x) and sig = the sigmoid that backward needs, elementwise on flat (M,)
+    arrays: keeping sig (one more activation) spares backward two passes and an exp."""
+    gelu_exp_argument(x, sig)
+    np.exp(sig, out=sig)
+    gelu_combine_forward(x, sig, out, sig)
 
 
 # --------------------------------------------------------------------------------------------

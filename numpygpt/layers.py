@@ -106,7 +106,7 @@ class Linear:
         self.x = x.reshape(-1, x.shape[-1])
         out = self.x @ self.weight
         if self.bias is not None:
-            out += self.bias
+            kernels.add_bias(out, self.bias)
         return out.reshape(*x.shape[:-1], self.weight.shape[1])
 
     def backward(self, dout):
@@ -126,21 +126,27 @@ class Linear:
 
 
 class GELU:
-    """GPT-2's tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    """GPT-2's tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+
+    Written as x * sigmoid(2u) with u = sqrt(2/pi) (x + 0.044715 x^3), the same function;
+    forward keeps x and the sigmoid s, so backward needs no exp.
+    """
 
     def forward(self, x):
         self.x = x
+        self.sig = np.empty_like(x)
         out = np.empty_like(x)
-        kernels.gelu_forward(x.reshape(-1), out.reshape(-1))
+        kernels.gelu_forward(x.reshape(-1), out.reshape(-1), self.sig.reshape(-1))
         return out
 
     def backward(self, dout):
         """dx = dout * gelu'(x), elementwise, where with u = s (x + 0.044715 x^3):
           gelu'(x) = 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) * s (1 + 3 * 0.044715 x^2)
+        which in terms of the sigmoid s = 0.5 (1 + tanh u) is s + 2 x s (1 - s) du/dx.
         """
-        x, self.x = self.x, None
+        (x, sig), self.x, self.sig = (self.x, self.sig), None, None
         dx = np.empty_like(dout)
-        kernels.gelu_backward(np.ascontiguousarray(dout).reshape(-1), x.reshape(-1), dx.reshape(-1))
+        kernels.gelu_backward(np.ascontiguousarray(dout).reshape(-1), x.reshape(-1), sig.reshape(-1), dx.reshape(-1))
         return dx
 
 

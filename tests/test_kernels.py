@@ -48,11 +48,21 @@ def test_layernorm_forward_and_backward(n, c, dtype):
 def test_gelu_forward_and_backward(n, dtype):
     rng = np.random.default_rng(n)
     x, dout = normal(rng, n, dtype, 3.0), normal(rng, n, dtype)
-    out, dx = np.empty_like(x), np.empty_like(x)
-    kernels.gelu_forward(x, out)
-    kernels.gelu_backward(dout, x, dx)
+    out, sig, dx = np.empty_like(x), np.empty_like(x), np.empty_like(x)
+    kernels.gelu_forward(x, out, sig)
+    kernels.gelu_backward(dout, x, sig, dx)
     np.testing.assert_allclose(out, kernels.gelu_forward_reference(*f64(x)), **tol(dtype))
     np.testing.assert_allclose(dx, kernels.gelu_backward_reference(*f64(dout, x)), **tol(dtype))
+
+
+@SETTINGS
+@given(n=rows, c=cols, dtype=dtypes)
+def test_bias_add(n, c, dtype):
+    rng = np.random.default_rng(n * 100 + c)
+    out, bias = normal(rng, (n, c), dtype), normal(rng, c, dtype)
+    want = kernels.add_bias_reference(*f64(out, bias))
+    kernels.add_bias(out, bias)
+    np.testing.assert_allclose(out, want, **tol(dtype))
 
 
 @SETTINGS
