@@ -298,10 +298,12 @@ class LMHead:
         self.weight = params[name]
         self.dweight = params.grads[name]
 
-    def forward(self, x):
-        """x: (B, T, C) -> logits (B, T, V)."""
+    def forward(self, x, out=None):
+        """x: (B, T, C) -> logits (B, T, V), written into `out` when given."""
         self.x = x.reshape(-1, x.shape[-1])
-        return (self.x @ self.weight.T).reshape(*x.shape[:-1], self.weight.shape[0])
+        v = self.weight.shape[0]
+        logits = np.matmul(self.x, self.weight.T, out=None if out is None else out.reshape(-1, v))
+        return logits.reshape(*x.shape[:-1], v)
 
     def backward(self, dlogits):
         """dlogits: (B, T, V) -> dx (B, T, C).

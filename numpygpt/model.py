@@ -86,9 +86,10 @@ class GPT:
         self.ln_f = LayerNorm(self.params, "ln_f")
         self.lm_head = LMHead(self.params, "wte.weight" if config.tie_weights else "lm_head.weight")
         self.criterion = SoftmaxCrossEntropy(ignore_index=-1)
+        self._logits_buffer = None
 
-    def forward(self, ids, rng=None):
-        """ids: (B, T) integers -> logits (B, T, V)."""
+    def forward(self, ids, rng=None, out=None):
+        """ids: (B, T) integers -> logits (B, T, V), written into `out` when given."""
         ids = np.asarray(ids)
         if ids.ndim != 2:
             raise ValueError(f"ids must be (batch, time), got shape {ids.shape}")
@@ -99,11 +100,18 @@ class GPT:
         x = self.drop.forward(x, rng)
         for block in self.blocks:
             x = block.forward(x, rng)
-        return self.lm_head.forward(self.ln_f.forward(x))
+        return self.lm_head.forward(self.ln_f.forward(x), out=out)
 
     def loss(self, ids, targets, rng=None) -> float:
-        """Mean cross-entropy of predicting targets (B, T) (-1 = ignore) from ids (B, T)."""
-        logits = self.forward(ids, rng)
+        """Mean cross-entropy of predicting targets (B, T) (-1 = ignore) from ids (B, T).
+
+        The (B, T, V) logits, the largest array of a step, live in one buffer kept from call to
+        call: they become the probabilities, then dL/dlogits, and are done with once backward
+        has run, so the next step writes them again instead of mapping fresh memory."""
+        shape = (*np.shape(ids), self.config.vocab_size)
+        if self._logits_buffer is None or self._logits_buffer.shape != shape:
+            self._logits_buffer = np.empty(shape, dtype=self.params.dtype)
+        logits = self.forward(ids, rng, out=self._logits_buffer)
         self._logits_shape = logits.shape
         return self.criterion.forward(logits.reshape(-1, logits.shape[-1]), np.asarray(targets))
 
