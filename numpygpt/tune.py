@@ -426,6 +426,7 @@ def plot(study, path) -> Path | None:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         return None
     import optuna
@@ -443,9 +444,11 @@ def plot(study, path) -> Path | None:
                    for t in trials if t.state.name == state and name in t.params and
                    (state == "COMPLETE" or t.intermediate_values)]
             if pts:
-                ax.scatter(*zip(*pts), s=22, label=state.lower(), **style)
+                label = "finished" if state == "COMPLETE" else "pruned (last evaluation)"
+                ax.scatter(*zip(*pts), s=22, label=label, **style)
         if name == "lr":
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # labels would overlap
         ax.set_xlabel(name)
         ax.set_ylabel("val bits/byte")
         ax.grid(alpha=0.3)
