@@ -164,7 +164,9 @@ class Dropout:
         self.threshold = kernels.dropout_threshold(p)
         self.scale = 1.0 / (1.0 - p)
 
-    def forward(self, x, rng):
+    def forward(self, x, rng, inplace=False):
+        """inplace: x is the caller's own fresh array, not kept by anyone: overwrite it rather
+        than allocate the output."""
         if rng is None or self.p == 0.0:
             self.seed = None
             return x
@@ -173,7 +175,7 @@ class Dropout:
         # its elements are those numbered from rank * x.size in the global batch's mask.
         self.offset = getattr(rng, "rank", 0) * x.size
         x = np.ascontiguousarray(x)
-        out = np.empty_like(x)
+        out = x if inplace else np.empty_like(x)
         kernels.dropout_apply(x.reshape(-1), out.reshape(-1), self.seed, self.threshold, self.scale, self.offset)
         return out
 
@@ -217,7 +219,7 @@ class CausalSelfAttention:
         y = np.empty((b, t, h, d), dtype=x.dtype)                     # heads side by side...
         np.matmul(att, v, out=y.transpose(0, 2, 1, 3))                # ...written there directly
         self.q, self.k, self.v, self.probs, self.att = q, k, v, probs, att
-        return self.resid_dropout.forward(self.c_proj.forward(y.reshape(b, t, c)), rng)
+        return self.resid_dropout.forward(self.c_proj.forward(y.reshape(b, t, c)), rng, inplace=True)
 
     def backward(self, dout):
         """dout: (B, T, C) -> dx (B, T, C).
@@ -258,7 +260,8 @@ class MLP:
         self.dropout = Dropout(dropout)
 
     def forward(self, x, rng=None):
-        return self.dropout.forward(self.c_proj.forward(self.gelu.forward(self.c_fc.forward(x))), rng)
+        h = self.c_proj.forward(self.gelu.forward(self.c_fc.forward(x)))
+        return self.dropout.forward(h, rng, inplace=True)
 
     def backward(self, dout):
         """The chain rule applied in reverse order of the forward pass."""

@@ -97,7 +97,7 @@ class GPT:
         if t > self.config.block_size:
             raise ValueError(f"sequence of {t} tokens is longer than the context ({self.config.block_size})")
         x = self.wte.forward(ids) + self.wpe.forward(np.arange(t))
-        x = self.drop.forward(x, rng)
+        x = self.drop.forward(x, rng, inplace=True)
         for block in self.blocks:
             x = block.forward(x, rng)
         return self.lm_head.forward(self.ln_f.forward(x), out=out)
