@@ -18,6 +18,7 @@ import numpy as np
 import bpe
 from numpygpt import checkpoint, hf
 from numpygpt.generate import DONE, TextStream, generate
+from numpygpt.loading import load_model_and_tokenizer
 from numpygpt.sampling import Sampler
 
 PROG = "sample.py"
@@ -141,20 +142,8 @@ def write_samples(out, steps, streams, echo, flush):
 
 def run(args):
     text = read_prompt(args) if args.prompt is not None or args.prompt_file is not None else None
-    if args.init_from:
-        model = hf.load(args.init_from)
-        tokenizer_dir = args.tokenizer or hf.resolve(args.init_from)
-    else:
-        ckpt = checkpoint.load(args.checkpoint or args.out_dir)
-        model = ckpt.build_model()
-        tokenizer_dir = args.tokenizer or ckpt.tokenizer_dir
-        if tokenizer_dir is None:
-            fail(f"checkpoint {ckpt.path} has no tokenizer/ folder; pass --tokenizer DIR")
-    tok = bpe.load(tokenizer_dir)
-    vocab_size = model.config.vocab_size
-    if tok.n_vocab > vocab_size:
-        fail(f"the tokenizer in {tokenizer_dir} has {tok.n_vocab} tokens but the model only "
-             f"{vocab_size}; pass the tokenizer the model was trained with (--tokenizer)")
+    model, tok, tokenizer_dir, _ = load_model_and_tokenizer(args.out_dir, args.checkpoint, args.init_from,
+                                                            args.tokenizer)
     if args.stop_at_eot and tok.eot_token is None:
         fail(f"the tokenizer in {tokenizer_dir} has no <|endoftext|> token to stop at; "
              f"leave out --stop-at-eot")

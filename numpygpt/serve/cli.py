@@ -75,24 +75,9 @@ def parse_args(argv):
 
 def load(args):
     """(model, tokenizer, default model name) for the checkpoint or folder the flags name."""
-    import bpe
-    from numpygpt import checkpoint, hf
-
-    if args.init_from:
-        model = hf.load(args.init_from)
-        tokenizer_dir = args.tokenizer or hf.resolve(args.init_from)
-        name = Path(args.init_from).name
-    else:
-        ckpt = checkpoint.load(args.checkpoint or args.out_dir)
-        model = ckpt.build_model()
-        tokenizer_dir = args.tokenizer or ckpt.tokenizer_dir
-        if tokenizer_dir is None:
-            fail(f"checkpoint {ckpt.path} has no tokenizer/ folder; pass --tokenizer DIR")
-        name = Path(args.checkpoint or args.out_dir).resolve().name
-    tokenizer = bpe.load(tokenizer_dir)
-    if tokenizer.n_vocab > model.config.vocab_size:
-        fail(f"the tokenizer in {tokenizer_dir} has {tokenizer.n_vocab} tokens but the model only "
-             f"{model.config.vocab_size}; pass the tokenizer the model was trained with (--tokenizer)")
+    from numpygpt.loading import load_model_and_tokenizer
+    model, tokenizer, _, name = load_model_and_tokenizer(args.out_dir, args.checkpoint, args.init_from,
+                                                         args.tokenizer)
     return model, tokenizer, name
 
 
