@@ -41,7 +41,7 @@ DROPOUT_CHUNK = 4096
 
 def dropout_threshold(p: float) -> int:
     """Kept iff the 32-bit draw >= threshold: P(keep) = 1 - threshold / 2^32 = 1 - p (+-1.2e-10)."""
-    return int(round(p * 2.0 ** 32))
+    return round(p * 2.0 ** 32)
 
 
 def dropout_keep_reference(seed, n, threshold, offset=0):
@@ -194,9 +194,10 @@ def gelu_backward_reference(dout, x):
 # vectorised passes: Numba computes exp's argument, NumPy takes exp, Numba combines. It uses
 # the function's sigmoid form, 0.5 (1 + tanh u) = 1 / (1 + exp(-2u)) = s:
 #   gelu(x)  = x s
-#   gelu'(x) = s + 2 x s (1 - s) du/dx,   with 1 - s = e s where e = exp(-2u)
-# which, unlike 1 + tanh(u), never subtracts nearly equal numbers in forward: float32 stays
-# accurate for x << 0 too. (Backward's 1 - s is exact where it matters: s near 1 is x >> 0.)
+#   gelu'(x) = s + 2 x s (1 - s) du/dx
+# Forward, s = 1 / (1 + e) never subtracts nearly equal numbers (1 + tanh u would, for x << 0);
+# forward keeps s, so backward needs no exp. Its 1 - s rounds only where s is near 1 (x >> 0),
+# where the term it scales is negligible beside s.
 
 
 @njit(parallel=True, cache=True, fastmath=True)

@@ -112,13 +112,12 @@ class GPT:
         if self._logits_buffer is None or self._logits_buffer.shape != shape:
             self._logits_buffer = np.empty(shape, dtype=self.params.dtype)
         logits = self.forward(ids, rng, out=self._logits_buffer)
-        self._logits_shape = logits.shape
         return self.criterion.forward(logits.reshape(-1, logits.shape[-1]), np.asarray(targets))
 
     def backward(self, dloss: float = 1.0):
         """Accumulate dloss * dL/dparams for the last `loss` call. Pass 1/k as dloss to average
         k micro-batches."""
-        dx = self.lm_head.backward(self.criterion.backward(dloss).reshape(self._logits_shape))
+        dx = self.lm_head.backward(self.criterion.backward(dloss).reshape(self._logits_buffer.shape))
         dx = self.ln_f.backward(dx)
         for block in reversed(self.blocks):
             dx = block.backward(dx)

@@ -27,7 +27,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 PROG = "python -m numpygpt.tune"
@@ -168,7 +168,7 @@ def measure_tokens_per_s(model_config, config, dataset) -> float:
     from .model import GPT
     from .trainer import Trainer
 
-    probe_config = type(config)(**{**asdict(config), "steps": PROBE_STEPS + 1, "eval_iters": 1})
+    probe_config = replace(config, steps=PROBE_STEPS + 1, eval_iters=1)
     trainer = Trainer(GPT(model_config, seed=config.seed), dataset, probe_config, out_dir=os.devnull,
                       checkpoints=False)
     trainer.train_step()
@@ -190,13 +190,12 @@ def objective(trial, settings: SweepSettings, datasets: Datasets, out_dir: Path)
     hp = suggest(trial, settings.search)
     vocab_size = hp.get("vocab_size", preset(settings.model).vocab_size)
     dataset = datasets.get(settings.model, vocab_size)
-    hp["vocab_size"] = dataset_vocab = _n_vocab(dataset)
+    hp["vocab_size"] = _n_vocab(dataset)  # a small text may give fewer tokens than asked
     tokens_per_s = None
     if settings.budget_seconds is not None:
         model_config, config = trial_configs(settings, hp)
         tokens_per_s = measure_tokens_per_s(model_config, config, dataset)
     model_config, config = trial_configs(settings, hp, tokens_per_s)
-    model_config = model_config.with_(vocab_size=dataset_vocab)
 
     trial_dir = out_dir / f"trial-{trial.number:04d}"
     shutil.rmtree(trial_dir, ignore_errors=True)  # left by a sweep whose storage was deleted
@@ -241,7 +240,7 @@ def _n_vocab(dataset) -> int:
 
 # -- the sweep ---------------------------------------------------------------------------------
 
-def make_pruner(optuna, name: str, reports: int):
+def make_pruner(optuna, name: str):
     # "Steps" here are evaluation numbers 1..reports (see objective).
     if name == "median":  # stop a trial below the median of earlier ones, once two have finished
         return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0, n_min_trials=1)
@@ -256,7 +255,7 @@ def open_study(settings: SweepSettings, storage_url: str, study_name: str, worke
     optuna = import_optuna()
     sampler = optuna.samplers.TPESampler(seed=settings.seed + worker, n_startup_trials=4)
     study = optuna.create_study(storage=storage_url, study_name=study_name, direction="minimize",
-                                sampler=sampler, pruner=make_pruner(optuna, settings.pruner, settings.reports),
+                                sampler=sampler, pruner=make_pruner(optuna, settings.pruner),
                                 load_if_exists=True)
     stored = study.user_attrs.get("settings")
     if stored is None:
