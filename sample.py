@@ -11,29 +11,22 @@ first streamed while the others are generated with it in the same batch.
 import argparse
 import os
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 import bpe
-from numpygpt import checkpoint, hf
+from numpygpt import checkpoint, cli, hf
 from numpygpt.generate import DONE, TextStream, generate
-from numpygpt.loading import load_model_and_tokenizer
+from numpygpt.loading import add_model_arguments, load_model_and_tokenizer
 from numpygpt.sampling import Sampler
 
 PROG = "sample.py"
 SEPARATOR = "---------------\n"
 
 
-def fail(message, code=1):
-    """One line on stderr and a non-zero exit: what is wrong and what to do instead."""
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    sys.exit(code)
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    def error(self, message):
-        fail(f"{message} (see --help)", code=2)
+fail = partial(cli.fail, PROG)
 
 
 def checked(convert, rule, ok):
@@ -50,16 +43,8 @@ def checked(convert, rule, ok):
 
 
 def parse_args(argv):
-    p = ArgumentParser(prog=PROG, description="Sample text from a trained numpygpt model.")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--out-dir", default="out", metavar="DIR", help="training output directory; its latest "
-                       "checkpoint is used (default: out)")
-    where.add_argument("--checkpoint", type=Path, metavar="PATH", help="a checkpoint directory (out/step-000200) "
-                       "or an output directory")
-    where.add_argument("--init-from", metavar="PATH", help="a Hugging Face GPT-2 folder, or a model name "
-                       "(gpt2, gpt2-medium, ...) found in the local Hugging Face cache")
-    p.add_argument("--tokenizer", type=Path, metavar="DIR",
-                   help="folder with encoder.json + vocab.bpe (default: the checkpoint's own)")
+    p = cli.ArgumentParser(prog=PROG, description="Sample text from a trained numpygpt model.")
+    add_model_arguments(p, "used")
     prompt = p.add_mutually_exclusive_group()
     prompt.add_argument("--prompt", metavar="TEXT", help="text to continue; '-' reads it from stdin "
                         "(default: start a new document)")

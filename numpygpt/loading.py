@@ -11,6 +11,20 @@ import bpe
 from . import checkpoint, hf
 
 
+def add_model_arguments(parser, verb: str):
+    """The flags that say which model and tokenizer to load: --out-dir (its latest checkpoint
+    is `verb`, e.g. "served"), --checkpoint, --init-from, --tokenizer."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--out-dir", default="out", metavar="DIR", help=f"training output directory; its "
+                       f"latest checkpoint is {verb} (default: out)")
+    where.add_argument("--checkpoint", type=Path, metavar="PATH", help="a checkpoint directory "
+                       "(out/step-000200) or an output directory")
+    where.add_argument("--init-from", metavar="PATH", help="a Hugging Face GPT-2 folder, or a model name "
+                       "(gpt2, gpt2-medium, ...) found in the local Hugging Face cache")
+    parser.add_argument("--tokenizer", type=Path, metavar="DIR",
+                        help="folder with encoder.json + vocab.bpe (default: the checkpoint's own)")
+
+
 class LoadError(ValueError):
     """The model and tokenizer asked for cannot serve together; the message says what to pass."""
 

@@ -10,20 +10,15 @@ import argparse
 import os
 import socket
 import sys
-from pathlib import Path
+from functools import partial
+
+from numpygpt import cli
+from numpygpt.loading import add_model_arguments
 
 PROG = "numpygpt serve"
 
 
-def fail(message, code=1):
-    """One line on stderr and a non-zero exit: what is wrong and what to do instead."""
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    sys.exit(code)
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    def error(self, message):
-        fail(f"{message} (see --help)", code=2)
+fail = partial(cli.fail, PROG)
 
 
 def bounded_int(low, high=None):
@@ -41,17 +36,9 @@ def bounded_int(low, high=None):
 
 
 def parse_args(argv):
-    p = ArgumentParser(prog=PROG, description="Serve a numpygpt model over HTTP in OpenAI's "
+    p = cli.ArgumentParser(prog=PROG, description="Serve a numpygpt model over HTTP in OpenAI's "
                        "completions API, with continuous batching and a playground page at /.")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--out-dir", default="out", metavar="DIR", help="training output directory; its "
-                       "latest checkpoint is served (default: out)")
-    where.add_argument("--checkpoint", type=Path, metavar="PATH", help="a checkpoint directory "
-                       "(out/step-000200) or an output directory")
-    where.add_argument("--init-from", metavar="PATH", help="a Hugging Face GPT-2 folder, or a model "
-                       "name (gpt2, ...) found in the local Hugging Face cache")
-    p.add_argument("--tokenizer", type=Path, metavar="DIR",
-                   help="folder with encoder.json + vocab.bpe (default: the checkpoint's own)")
+    add_model_arguments(p, "served")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, "
                    "this machine only)")
     p.add_argument("--port", type=bounded_int(0, 65535), default=8000,
