@@ -21,6 +21,10 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+# Importing numpygpt sets its thread-runtime defaults in os.environ (numpygpt.THREAD_DEFAULTS).
+# The PyTorch runs must not inherit them, and numpygpt's runs need them before NumPy loads
+# OpenBLAS, as `python train.py` has them: so each child gets its environment explicitly.
+ORIGINAL_ENV = dict(os.environ)
 
 # preset -> (batch, vocab) used for the benchmark; dropout off so both sides do the same work
 CONFIGS = {
@@ -179,7 +183,11 @@ def measure(preset_name, impl, steps, profile=False):
     cmd = [sys.executable, __file__, "--child", "--impl", impl, "--preset", preset_name, "--steps", str(steps)]
     if profile:
         cmd.append("--profile")
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    env = dict(ORIGINAL_ENV)
+    if impl == "numpygpt":
+        import numpygpt
+        env = {**numpygpt.THREAD_DEFAULTS, **env}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode:
         return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed"}
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -1,11 +1,18 @@
 """numpygpt: GPT-2 in pure NumPy, every forward and backward pass written by hand."""
 import os
 
-# The Numba kernels run on OpenMP threads between BLAS calls. OpenMP's default is to spin for
-# a while after each parallel loop, which steals the cores from the very next matmul's BLAS
-# threads (measured: a 64x64 matmul after a kernel went from 0.03 ms to 3 ms). Passive
-# waiting hands the cores back at once. Must be set before the OpenMP runtime loads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Two thread pools take turns on the cores: OpenBLAS's for the matmuls, OpenMP's for the Numba
+# kernels between them. Each pool's idle threads spin before they sleep, stealing the cores
+# from the other pool's next call, so both are told to sleep soon (set before either loads;
+# a value the user set wins):
+# - OMP_WAIT_POLICY=PASSIVE: OpenMP's threads sleep at once (a 64x64 matmul after a kernel
+#   went from 3 ms to 0.03 ms);
+# - OPENBLAS_THREAD_TIMEOUT=18: OpenBLAS's threads spin 2^18 cycles (~0.1 ms), not its default
+#   2^28 (~0.1 s), before they sleep (shakespeare step 267-323 ms -> 249-266 ms; the tiny
+#   preset's 7 ms step, all wake-ups, loses ~1 ms).
+THREAD_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "18"}
+for _name, _value in THREAD_DEFAULTS.items():
+    os.environ.setdefault(_name, _value)
 
 # Under mpiexec the ranks on one host share its cores: unless told otherwise, each rank runs
 # cores // ranks-on-this-host BLAS, OpenMP and Numba threads, so 2 ranks on 2 cores run 2
