@@ -327,6 +327,48 @@ def causal_softmax_backward(dprobs, probs, scale):
                 dprobs[b, i, j] = 0.0
 
 
+# Attention-weight dropout, on the causal triangle only: above the diagonal the weights are 0
+# and stay 0, so half the square needs no keep bit. Element (b, i, j) is numbered as in
+# dropout_apply over the flat (BH, T, T) array, so the masks are those of Dropout on the
+# whole square (and a data-parallel rank's offset works unchanged).
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def causal_dropout(probs, att, seed, threshold, scale, offset):
+    """att (BH, T, T) = probs * keep * scale on each row's columns <= t, 0 after."""
+    bh, t, _ = probs.shape
+    seed = np.uint64(seed)
+    threshold = np.uint64(threshold)
+    for b in prange(bh):
+        for i in range(t):
+            first = offset + (b * t + i) * t
+            for j in range(i + 1):
+                att[b, i, j] = probs[b, i, j] * scale if _keep(seed, first + j, threshold) else 0.0
+            for j in range(i + 1, t):
+                att[b, i, j] = 0.0
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def causal_dropout_softmax_backward(datt, probs, scale, seed, threshold, drop_scale, offset):
+    """causal_softmax_backward of (dropout backward of datt) in one pass, in place on datt
+    (BH, T, T): dp = datt * keep * drop_scale, then d scores = scale * p * (dp - sum_k p_k dp_k)."""
+    bh, t, _ = probs.shape
+    seed = np.uint64(seed)
+    threshold = np.uint64(threshold)
+    for b in prange(bh):
+        for i in range(t):
+            first = offset + (b * t + i) * t
+            dot = 0.0
+            for j in range(i + 1):
+                dp = datt[b, i, j] * drop_scale if _keep(seed, first + j, threshold) else 0.0
+                datt[b, i, j] = dp
+                dot += dp * probs[b, i, j]
+            for j in range(i + 1):
+                datt[b, i, j] = scale * probs[b, i, j] * (datt[b, i, j] - dot)
+            for j in range(i + 1, t):
+                datt[b, i, j] = 0.0
+
+
 # --------------------------------------------------------------------------------------------
 # Softmax cross-entropy over the vocabulary
 

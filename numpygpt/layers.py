@@ -164,16 +164,23 @@ class Dropout:
         self.threshold = kernels.dropout_threshold(p)
         self.scale = 1.0 / (1.0 - p)
 
+    def draw(self, rng, size) -> bool:
+        """Start one call on `size` elements: draw its seed (and its data-parallel offset).
+        False when dropout is off (evaluation, or p = 0)."""
+        if rng is None or self.p == 0.0:
+            self.seed = None
+            return False
+        self.seed = int(rng.integers(0, 2 ** 63))
+        # Under data parallelism (dist.RankRows) the array holds rows rank*B.. of the global
+        # batch, so its elements are those numbered from rank * size in the global batch's mask.
+        self.offset = getattr(rng, "rank", 0) * size
+        return True
+
     def forward(self, x, rng, inplace=False):
         """inplace: x is the caller's own fresh array, not kept by anyone: overwrite it rather
         than allocate the output."""
-        if rng is None or self.p == 0.0:
-            self.seed = None
+        if not self.draw(rng, x.size):
             return x
-        self.seed = int(rng.integers(0, 2 ** 63))
-        # Under data parallelism (dist.RankRows) x holds rows rank*B.. of the global batch, so
-        # its elements are those numbered from rank * x.size in the global batch's mask.
-        self.offset = getattr(rng, "rank", 0) * x.size
         x = np.ascontiguousarray(x)
         out = x if inplace else np.empty_like(x)
         kernels.dropout_apply(x.reshape(-1), out.reshape(-1), self.seed, self.threshold, self.scale, self.offset)
@@ -215,7 +222,11 @@ class CausalSelfAttention:
         scores = q @ k.swapaxes(-1, -2)                               # (B, H, T, T)
         kernels.causal_softmax_forward(scores.reshape(b * h, t, t), self.scale)
         probs = scores                                                # softmaxed in place
-        att = self.attn_dropout.forward(probs, rng)
+        att, drop = probs, self.attn_dropout
+        if drop.draw(rng, probs.size):                                # dropout on the triangle
+            att = np.empty_like(probs)
+            kernels.causal_dropout(probs.reshape(b * h, t, t), att.reshape(b * h, t, t),
+                                   drop.seed, drop.threshold, drop.scale, drop.offset)
         y = np.empty((b, t, h, d), dtype=x.dtype)                     # heads side by side...
         np.matmul(att, v, out=y.transpose(0, 2, 1, 3))                # ...written there directly
         self.q, self.k, self.v, self.probs, self.att = q, k, v, probs, att
@@ -242,9 +253,18 @@ class CausalSelfAttention:
         dqkv_heads = dqkv.transpose(2, 0, 3, 1, 4)                    # (3, B, H, T, D) view
         dqkv_heads[2] = att.swapaxes(-1, -2) @ dy
         del att
-        dscores = np.ascontiguousarray(self.attn_dropout.backward(datt))
-        kernels.causal_softmax_backward(dscores.reshape(b * h, t, t), probs.reshape(b * h, t, t), self.scale)
+        # dA becomes dS in place: the softmax backward, with dropout's backward fused in (its
+        # keep bits made again from the seed) when dropout was on.
+        triangles = lambda a: a.reshape(b * h, t, t)                   # noqa: E731
+        drop = self.attn_dropout
+        if drop.seed is None:
+            kernels.causal_softmax_backward(triangles(datt), triangles(probs), self.scale)
+        else:
+            kernels.causal_dropout_softmax_backward(triangles(datt), triangles(probs), self.scale,
+                                                    drop.seed, drop.threshold, drop.scale, drop.offset)
+            drop.seed = None
         del probs
+        dscores = datt
         dqkv_heads[0] = dscores @ k
         dqkv_heads[1] = dscores.swapaxes(-1, -2) @ q
         return self.c_attn.backward(dqkv.reshape(b, t, 3 * c))

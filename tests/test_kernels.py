@@ -82,6 +82,33 @@ def test_causal_softmax_forward_and_backward(bh, t, dtype):
 
 
 @SETTINGS
+@given(bh=st.integers(1, 6), t=st.integers(1, 19), p=st.sampled_from([0.1, 0.5]), seed=st.integers(0, 2 ** 63 - 1),
+       dtype=dtypes)
+def test_causal_attention_dropout_forward_and_backward(bh, t, p, seed, dtype):
+    """Dropout on the causal triangle alone keeps exactly what the reference mask over the whole
+    (BH, T, T) square keeps (the same element numbering, offset included), and the fused
+    backward equals the reference dropout backward followed by the softmax backward."""
+    rng = np.random.default_rng(bh * 50 + t)
+    probs = normal(rng, (bh, t, t), dtype, 3.0)
+    kernels.causal_softmax_forward(probs, 0.5)
+    datt = normal(rng, (bh, t, t), dtype)
+    threshold, drop_scale, offset = kernels.dropout_threshold(p), 1.0 / (1.0 - p), probs.size * (seed % 3)
+    keep = kernels.dropout_keep_reference(seed, probs.size, threshold, offset).reshape(probs.shape)
+
+    att = np.full_like(probs, np.nan)  # every element must be written
+    kernels.causal_dropout(probs, att, seed, threshold, drop_scale, offset)
+    np.testing.assert_allclose(att, np.where(keep, probs.astype(np.float64) * drop_scale, 0.0), **tol(dtype))
+    assert np.all(np.triu(att[0], k=1) == 0)
+
+    scale = 0.37
+    ref = kernels.causal_softmax_backward_reference(
+        *f64(np.where(keep, datt.astype(np.float64) * drop_scale, 0.0), probs), scale)
+    kernels.causal_dropout_softmax_backward(datt, probs, scale, seed, threshold, drop_scale, offset)
+    np.testing.assert_allclose(datt, ref, **tol(dtype))
+    assert np.all(np.triu(datt[0], k=1) == 0)
+
+
+@SETTINGS
 @given(n=rows, v=st.integers(1, 300), dtype=dtypes, data=st.data())
 def test_cross_entropy_forward_and_backward(n, v, dtype, data):
     rng = np.random.default_rng(n * 1000 + v)
