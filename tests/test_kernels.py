@@ -1,5 +1,7 @@
 """Every Numba kernel against the plain NumPy reference beside it, in float32 and float64."""
+import numba
 import numpy as np
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from numpygpt import kernels
@@ -8,6 +10,23 @@ SETTINGS = settings(max_examples=15, deadline=None)
 dtypes = st.sampled_from([np.float32, np.float64])
 rows = st.integers(1, 37)
 cols = st.integers(1, 70)
+
+
+@pytest.fixture(autouse=True, scope="module", params=["all threads", "one thread"])
+def threads(request):
+    """Every test here runs twice: with each kernel split over all threads (as the larger
+    presets run them), and on the calling thread alone (as small inputs run)."""
+    saved = kernels.PARALLEL_MIN_SIZE
+    kernels.PARALLEL_MIN_SIZE = 0 if request.param == "all threads" else 1 << 62
+    yield request.param
+    kernels.PARALLEL_MIN_SIZE = saved
+
+
+def test_one_thread_path_leaves_numbas_thread_count_as_it_was(threads):
+    before = numba.get_num_threads()
+    out = np.zeros((3, 4), np.float32)
+    kernels.add_bias(out, np.ones(4, np.float32))
+    assert np.all(out == 1) and numba.get_num_threads() == before
 
 
 def tol(dtype):
