@@ -17,8 +17,8 @@ are (BH, T, T) with BH = batch * heads.
 """
 import functools
 import math
+import types
 
-import numba
 import numpy as np
 from numba import njit, prange
 
@@ -30,23 +30,21 @@ PARALLEL_MIN_SIZE = 1 << 18
 
 
 def parallel_kernel(fn):
-    """@njit(parallel=True, cache=True, fastmath=True), run on one thread for small inputs."""
-    compiled = njit(parallel=True, cache=True, fastmath=True)(fn)
+    """`fn` compiled twice: split over all threads with prange (@njit(parallel=True)), and as a
+    one-thread copy (where prange is plain range) that runs when the first argument is small."""
+    parallel = njit(parallel=True, cache=True, fastmath=True)(fn)
+    one_thread = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    one_thread.__qualname__ = f"{fn.__qualname__}_one_thread"  # its own entry in Numba's cache
+    one_thread = njit(cache=True, fastmath=True)(one_thread)
 
     @functools.wraps(fn)
     def run(*args):
-        if args[0].size >= PARALLEL_MIN_SIZE:
-            return compiled(*args)
-        threads = numba.get_num_threads()
-        numba.set_num_threads(1)
-        try:
-            return compiled(*args)
-        finally:
-            numba.set_num_threads(threads)
+        return (parallel if args[0].size >= PARALLEL_MIN_SIZE else one_thread)(*args)
     # Profilers (cProfile, py-spy) name a frame by its code object: the kernel's, not "run".
     run.__code__ = run.__code__.replace(co_name=fn.__name__)
-    run.compiled = compiled
+    run.parallel, run.one_thread = parallel, one_thread
     return run
+
 
 GELU_SCALE = math.sqrt(2.0 / math.pi)  # GPT-2's tanh approximation: 0.5x(1+tanh(s(x+0.044715x^3)))
 GELU_CUBIC = 0.044715
