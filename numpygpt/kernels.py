@@ -32,10 +32,12 @@ PARALLEL_MIN_SIZE = 1 << 18
 def parallel_kernel(fn):
     """`fn` compiled twice: split over all threads with prange (@njit(parallel=True)), and as a
     one-thread copy (where prange is plain range) that runs when the first argument is small."""
-    parallel = njit(parallel=True, cache=True, fastmath=True)(fn)
+    # error_model="numpy": a division by zero gives inf/NaN as NumPy does (the loss check
+    # then stops training with one clear line) rather than raising inside the kernel.
+    parallel = njit(parallel=True, cache=True, fastmath=True, error_model="numpy")(fn)
     one_thread = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
     one_thread.__qualname__ = f"{fn.__qualname__}_one_thread"  # its own entry in Numba's cache
-    one_thread = njit(cache=True, fastmath=True)(one_thread)
+    one_thread = njit(cache=True, fastmath=True, error_model="numpy")(one_thread)
 
     @functools.wraps(fn)
     def run(*args):
