@@ -157,6 +157,8 @@ class Dropout:
     The mask comes from a counter-based generator (kernels.dropout_apply): one 64-bit seed
     drawn from `rng` per call fixes every element's keep bit, so forward makes and applies the
     mask in one parallel pass and backward makes it again from the seed; no mask is stored.
+    Attention's weights use `draw` with kernels of their own that touch only the causal
+    triangle (CausalSelfAttention).
     """
 
     def __init__(self, p):
@@ -255,16 +257,14 @@ class CausalSelfAttention:
         del att
         # dA becomes dS in place: the softmax backward, with dropout's backward fused in (its
         # keep bits made again from the seed) when dropout was on.
-        triangles = lambda a: a.reshape(b * h, t, t)                   # noqa: E731
-        drop = self.attn_dropout
+        dscores, drop, squares = datt, self.attn_dropout, (b * h, t, t)
         if drop.seed is None:
-            kernels.causal_softmax_backward(triangles(datt), triangles(probs), self.scale)
+            kernels.causal_softmax_backward(dscores.reshape(squares), probs.reshape(squares), self.scale)
         else:
-            kernels.causal_dropout_softmax_backward(triangles(datt), triangles(probs), self.scale,
+            kernels.causal_dropout_softmax_backward(dscores.reshape(squares), probs.reshape(squares), self.scale,
                                                     drop.seed, drop.threshold, drop.scale, drop.offset)
             drop.seed = None
-        del probs
-        dscores = datt
+        del probs, datt
         dqkv_heads[0] = dscores @ k
         dqkv_heads[1] = dscores.swapaxes(-1, -2) @ q
         return self.c_attn.backward(dqkv.reshape(b, t, 3 * c))
