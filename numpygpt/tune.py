@@ -25,6 +25,7 @@ import math
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -353,8 +354,18 @@ def run_sweep(settings: SweepSettings, trials: int, out_dir, storage: str | None
                    for i in range(jobs)]
         for w in workers:
             w.start()
-        for w in workers:
-            w.join()
+        try:
+            for w in workers:
+                w.join()
+        except KeyboardInterrupt:
+            # A terminal's Ctrl-C reaches the workers too; a SIGINT sent to this process alone
+            # (kill -INT) must be passed on, or they would train on and this process wait.
+            for w in workers:
+                if w.is_alive():
+                    os.kill(w.pid, signal.SIGINT)
+            for w in workers:
+                w.join()
+            raise
         failed = [w.exitcode for w in workers if w.exitcode]
         if failed:
             raise SweepError(f"{len(failed)} of {jobs} sweep workers failed (exit codes {failed}); "

@@ -3,8 +3,10 @@ its storage file, the best trial's command trains, and bad arguments give one li
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -183,3 +185,34 @@ def test_bad_arguments_give_one_line(tmp_path, args, message):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("python -m numpygpt.tune: error: ")
     assert message in result.stderr
+
+
+def test_sigint_to_the_sweep_process_alone_stops_its_workers(tmp_path, text_file):
+    """`kill -INT` of the --jobs parent (not its whole process group, as a terminal's Ctrl-C
+    would be) is passed on: the command exits with 130 and no worker trains on."""
+    out = tmp_path / "sweep"
+    proc = subprocess.Popen([sys.executable, "-m", "numpygpt.tune", "--data", text_file, "--model", "tiny",
+                             "--trials", "50", "--budget-steps", "3000", "--reports", "2", "--eval-iters", "2",
+                             "--search", "lr", "--jobs", "2", "--out-dir", str(out)],
+                            cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(out.glob("trial-*/metrics.jsonl")) and time.time() < deadline:  # trials are training
+        time.sleep(0.2)
+    children = [int(pid) for pid in
+                (open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split())]
+    assert children
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+
+    def alive(pid):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return open(f"/proc/{pid}/stat").read().split()[2] != "Z"
+    deadline = time.time() + 30
+    while any(alive(pid) for pid in children) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(pid) for pid in children)
