@@ -187,6 +187,7 @@ def test_bad_arguments_give_one_line(tmp_path, args, message):
     assert message in result.stderr
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="finds the worker processes through Linux's /proc")
 def test_sigint_to_the_sweep_process_alone_stops_its_workers(tmp_path, text_file):
     """`kill -INT` of the --jobs parent (not its whole process group, as a terminal's Ctrl-C
     would be) is passed on: the command exits with 130 and no worker trains on."""
