@@ -35,7 +35,7 @@ GLOBAL_BATCH = {"tiny": 8, "shakespeare": 16, "small": 8}
 
 def worker(args):
     """One rank's measurement (under mpiexec, or alone): prints rank 0's JSON summary."""
-    from numpygpt import dist
+    from numpygpt.training import dist
     from numpygpt.config import preset
     from numpygpt.data import get_batch
     from numpygpt.model import GPT, is_decayed

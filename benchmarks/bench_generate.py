@@ -54,8 +54,8 @@ def workload(name, prompt_tokens, batch):
 
 def numpygpt_greedy(model, prompt, new_tokens, use_cache):
     """prompt: (B, T) -> (B, new_tokens) greedy tokens."""
-    from numpygpt.generate import generate
-    from numpygpt.sampling import Sampler
+    from numpygpt.inference.generate import generate
+    from numpygpt.inference.sampling import Sampler
 
     steps = generate(model, prompt[0], max_new_tokens=new_tokens, sampler=Sampler(temperature=0),
                      rng=None, num_samples=prompt.shape[0], use_cache=use_cache)

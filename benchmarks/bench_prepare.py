@@ -1,4 +1,4 @@
-"""Shard preparation speed and memory: `python -m numpygpt.data prepare` on 1 and 2 cores.
+"""Shard preparation speed and memory: `numpygpt prepare` on 1 and 2 cores.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_prepare.py --sizes 100 300
 
@@ -72,7 +72,7 @@ def machine_cpu_seconds() -> float:
 
 def run_prepare(corpus: Path, out: Path, cores: int) -> dict:
     """Prepare in a subprocess pinned to `cores` cores; wall s, CLI MB/s, cores used, peak MB."""
-    command = [sys.executable, "-m", "numpygpt.data", "prepare", str(corpus), "--out", str(out),
+    command = [sys.executable, "-m", "numpygpt", "prepare", str(corpus), "--out", str(out),
                "--tokenizer", str(SHARED / "gpt2"), "--workers", str(cores)]
     if cores < os.cpu_count():
         command = ["taskset", "-c", ",".join(map(str, range(cores)))] + command

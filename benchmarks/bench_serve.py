@@ -3,7 +3,7 @@ with continuous batching (--max-batch 16) and one request at a time (--max-batch
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_serve.py [--threads 1]
 
-The server is `python -m numpygpt serve` in a process of its own, serving the `shakespeare`
+The server is `numpygpt serve` in a process of its own, serving the `shakespeare`
 preset (4 layers, width 192, context 128, vocabulary 4096) with random weights: throughput
 does not depend on what the weights say. Its tokenizer is byte-level (each byte a token, plus
 <|endoftext|>); the model still computes all 4096 logits per token. The clients are asyncio
@@ -30,7 +30,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def write_checkpoint(folder):
     """The shakespeare preset with random weights and a byte-level tokenizer, in `folder`."""
     import bpe
-    from numpygpt import checkpoint
+    from numpygpt.formats import checkpoint
     from numpygpt.config import preset
     from numpygpt.model import GPT
 

@@ -84,7 +84,7 @@ def find_vocab_files(folder: str | Path) -> tuple[Path, Path]:
             return paths
     raise VocabError(f"{folder} holds neither {' + '.join(GPT2_NAMES)} nor "
                      f"{' + '.join(HF_NAMES)}; train a vocabulary there with "
-                     f"'python -m bpe train' or point to GPT-2's files")
+                     f"'numpygpt tokenizer train' or point to GPT-2's files")
 
 
 def read_vocab(folder: str | Path) -> tuple[dict[str, int], list[tuple[str, str]]]:

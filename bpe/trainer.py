@@ -21,10 +21,9 @@ per merge, then the special tokens.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -46,14 +45,15 @@ Corpus = str | os.PathLike | Iterable[str | os.PathLike]
 
 def train(corpus: Corpus, vocab_size: int,
           special_tokens: Sequence[str] = ("<|endoftext|>",), *,
-          verbose: bool | None = None) -> Tokenizer:
+          progress: Callable[[str], None] | None = None) -> Tokenizer:
     """Learn a vocabulary of `vocab_size` ids (256 bytes + merges + special tokens).
 
     corpus: a text (str), a UTF-8 file (a path object such as pathlib.Path), or an iterable
         of them; each is one document, and files are read in chunks.
     special_tokens: texts given their own ids after the merges; in the corpus they are cut
         out and never learned as ordinary text.
-    verbose: report progress on stderr; by default only when stderr is a terminal.
+    progress: called with a line on how far training is (as often as every 256 merges);
+        None: train silently.
     Returns a Tokenizer; fewer merges are learned if the corpus runs out of pairs.
     """
     special_tokens = list(dict.fromkeys(special_tokens))
@@ -64,9 +64,13 @@ def train(corpus: Corpus, vocab_size: int,
         raise ValueError(f"vocab_size {vocab_size} is too small: it must hold the 256 bytes "
                          f"and {len(special_tokens)} special token(s), so at least "
                          f"{256 + len(special_tokens)}")
-    report = progress_reporter(sys.stderr.isatty() if verbose is None else verbose)
+    start = time.perf_counter()
+
+    def report(message: str) -> None:
+        if progress is not None:
+            progress(f"[bpe {time.perf_counter() - start:6.1f}s] {message}")
     words = count_words(documents(corpus), special_tokens, report)
-    report(f"counted {len(words):,} distinct words; learning {n_merges:,} merges", True)
+    report(f"counted {len(words):,} distinct words; learning {n_merges:,} merges")
     merges = learn_merges(words, n_merges, report)
     byte_order = list(bytes_to_unicode())
     tokens = [bytes([b]) for b in byte_order]
@@ -75,20 +79,6 @@ def train(corpus: Corpus, vocab_size: int,
     special_ids = {s: len(tokens) + i for i, s in enumerate(special_tokens)}
     tokens += [utf8(s) for s in special_tokens]
     return Tokenizer(tokens, merges, special_ids)
-
-
-def progress_reporter(enabled: bool, every: float = 1.0):
-    """report(message, force=False): print a timestamped line to stderr if `enabled`, at
-    most one per `every` seconds unless forced."""
-    start = last = time.perf_counter()
-
-    def report(message: str, force: bool = False) -> None:
-        nonlocal last
-        now = time.perf_counter()
-        if enabled and (force or now - last >= every):
-            print(f"[bpe {now - start:6.1f}s] {message}", file=sys.stderr, flush=True)
-            last = now
-    return report
 
 
 def documents(corpus: Corpus) -> Iterator[Iterator[str]]:
@@ -121,7 +111,7 @@ def read_chunks(path: Path) -> Iterator[str]:
 
 
 def count_words(docs: Iterable[Iterable[str]], special_tokens: Sequence[str],
-                report=lambda message, force=False: None) -> Counter[bytes]:
+                report=lambda message: None) -> Counter[bytes]:
     """Count the GPT-2 pieces (as UTF-8 bytes) of every document, special tokens cut out.
 
     A document arrives as chunks split anywhere; each chunk is counted up to the last
@@ -217,19 +207,18 @@ N_PAIRS, N_OCC, HEAP_SIZE, POOL_USED, N_DONE = range(5)
 
 
 def learn_merges(words: Counter[bytes], n_merges: int,
-                 report=lambda message, force=False: None) -> list[tuple[int, int]]:
+                 report=lambda message: None) -> list[tuple[int, int]]:
     """The (left id, right id) of up to `n_merges` merges learned from word counts."""
     state = initial_state(words, n_merges)
     while state.counters[N_DONE] < n_merges:
         target = min(n_merges, state.counters[N_DONE] + MERGES_PER_CALL)
         status = run_merges(state, target)
         if status == NO_PAIRS:
-            report(f"no pairs left after {state.counters[N_DONE]:,} merges", True)
+            report(f"no pairs left after {state.counters[N_DONE]:,} merges")
             break
         if status == POOL_FULL:
             state = state._replace(pool=np.concatenate([state.pool, state.pool]))
-        report(f"merge {state.counters[N_DONE]:,}/{n_merges:,}",
-               state.counters[N_DONE] == n_merges)
+        report(f"merge {state.counters[N_DONE]:,}/{n_merges:,}")
     return [(a, b) for a, b in state.merges[:state.counters[N_DONE]].tolist()]
 
 

@@ -1,6 +1,8 @@
 """GPTConfig and the named presets."""
 from dataclasses import asdict, dataclass, fields, replace
 
+from .errors import ConfigError
+
 
 @dataclass(frozen=True)
 class GPTConfig:
@@ -30,13 +32,13 @@ class GPTConfig:
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
+            raise ConfigError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
+            raise ConfigError(f"dtype must be float32 or float64, got {self.dtype!r}")
 
     @property
     def head_size(self) -> int:
@@ -50,7 +52,7 @@ class GPTConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"unknown config fields: {', '.join(sorted(unknown))}")
+            raise ConfigError(f"unknown config fields: {', '.join(sorted(unknown))}")
         return cls(**d)
 
     def with_(self, **changes) -> "GPTConfig":
@@ -78,4 +80,4 @@ def preset(name: str) -> GPTConfig:
     try:
         return PRESETS[name]
     except KeyError:
-        raise ValueError(f"unknown model preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
+        raise ConfigError(f"unknown model preset {name!r}; choose one of: {', '.join(PRESETS)}") from None

@@ -35,6 +35,10 @@ def accumulate_matmul(out, a, b):
 class Embedding:
     """Row lookup: out[..., :] = weight[ids[...]]. weight: (V, C)."""
 
+    @staticmethod
+    def shapes(name, n_rows, width) -> dict:
+        return {f"{name}.weight": (n_rows, width)}
+
     def __init__(self, params, name):
         self.weight = params[f"{name}.weight"]
         self.dweight = params.grads[f"{name}.weight"]
@@ -56,6 +60,10 @@ class Embedding:
 
 class LayerNorm:
     """out = (x - mean) / sqrt(var + eps) * weight + bias over the last axis. weight, bias: (C,)."""
+
+    @staticmethod
+    def shapes(name, width) -> dict:
+        return {f"{name}.weight": (width,), f"{name}.bias": (width,)}
 
     def __init__(self, params, name, eps=1e-5):
         self.weight = params[f"{name}.weight"]
@@ -94,6 +102,10 @@ class LayerNorm:
 
 class Linear:
     """out = x @ weight + bias. weight: (C_in, C_out), the layout GPT-2's Conv1D stores."""
+
+    @staticmethod
+    def shapes(name, c_in, c_out, bias=True) -> dict:
+        return {f"{name}.weight": (c_in, c_out), **({f"{name}.bias": (c_out,)} if bias else {})}
 
     def __init__(self, params, name, bias=True):
         self.weight = params[f"{name}.weight"]
@@ -205,6 +217,11 @@ class CausalSelfAttention:
     c_attn: (C, 3C) fused q/k/v projection; c_proj: (C, C) output projection.
     """
 
+    @staticmethod
+    def shapes(name, width, qkv_bias=True, bias=True) -> dict:
+        return {**Linear.shapes(f"{name}.c_attn", width, 3 * width, qkv_bias),
+                **Linear.shapes(f"{name}.c_proj", width, width, bias)}
+
     def __init__(self, params, name, n_head, dropout, qkv_bias=True, bias=True):
         self.c_attn = Linear(params, f"{name}.c_attn", bias=qkv_bias)
         self.c_proj = Linear(params, f"{name}.c_proj", bias=bias)
@@ -273,6 +290,11 @@ class CausalSelfAttention:
 class MLP:
     """Linear (C -> 4C), GELU, Linear (4C -> C), dropout."""
 
+    @staticmethod
+    def shapes(name, width, bias=True) -> dict:
+        return {**Linear.shapes(f"{name}.c_fc", width, 4 * width, bias),
+                **Linear.shapes(f"{name}.c_proj", 4 * width, width, bias)}
+
     def __init__(self, params, name, dropout, bias=True):
         self.c_fc = Linear(params, f"{name}.c_fc", bias=bias)
         self.gelu = GELU()
@@ -290,6 +312,13 @@ class MLP:
 
 class Block:
     """A pre-LN transformer block: x + attn(ln_1(x)), then + mlp(ln_2(.))."""
+
+    @staticmethod
+    def shapes(name, config) -> dict:
+        c = config.n_embd
+        return {**LayerNorm.shapes(f"{name}.ln_1", c),
+                **CausalSelfAttention.shapes(f"{name}.attn", c, config.qkv_bias, config.bias),
+                **LayerNorm.shapes(f"{name}.ln_2", c), **MLP.shapes(f"{name}.mlp", c, config.bias)}
 
     def __init__(self, params, name, config):
         self.ln_1 = LayerNorm(params, f"{name}.ln_1")

@@ -8,31 +8,15 @@ from .params import Parameters
 
 
 def parameter_shapes(config: GPTConfig) -> dict:
-    """{GPT-2 name: shape}, in the order of the flat buffer. Linear weights are (in, out)."""
+    """{GPT-2 name: shape}, in the order of the flat buffer: each layer's own shapes, composed.
+    Linear weights are (in, out)."""
     c, v = config.n_embd, config.vocab_size
-    shapes = {"wte.weight": (v, c), "wpe.weight": (config.block_size, c)}
+    shapes = {**Embedding.shapes("wte", v, c), **Embedding.shapes("wpe", config.block_size, c)}
     for i in range(config.n_layer):
-        p = f"h.{i}"
-        shapes[f"{p}.ln_1.weight"] = (c,)
-        shapes[f"{p}.ln_1.bias"] = (c,)
-        shapes[f"{p}.attn.c_attn.weight"] = (c, 3 * c)
-        if config.qkv_bias:
-            shapes[f"{p}.attn.c_attn.bias"] = (3 * c,)
-        shapes[f"{p}.attn.c_proj.weight"] = (c, c)
-        if config.bias:
-            shapes[f"{p}.attn.c_proj.bias"] = (c,)
-        shapes[f"{p}.ln_2.weight"] = (c,)
-        shapes[f"{p}.ln_2.bias"] = (c,)
-        shapes[f"{p}.mlp.c_fc.weight"] = (c, 4 * c)
-        if config.bias:
-            shapes[f"{p}.mlp.c_fc.bias"] = (4 * c,)
-        shapes[f"{p}.mlp.c_proj.weight"] = (4 * c, c)
-        if config.bias:
-            shapes[f"{p}.mlp.c_proj.bias"] = (c,)
-    shapes["ln_f.weight"] = (c,)
-    shapes["ln_f.bias"] = (c,)
+        shapes |= Block.shapes(f"h.{i}", config)
+    shapes |= LayerNorm.shapes("ln_f", c)
     if not config.tie_weights:
-        shapes["lm_head.weight"] = (v, c)
+        shapes |= Embedding.shapes("lm_head", v, c)  # an untied head is a second (V, C) matrix
     return shapes
 
 

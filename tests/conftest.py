@@ -1,45 +1,33 @@
-"""Shared test configuration: where the test data lives.
+"""Shared test configuration: the project's own data in the repository's data/ folder.
 
-The GPT-2 vocabulary and the text corpora are not part of the repository; they sit in
-`../shared/` beside the checkout (override with NUMPYGPT_SHARED). Tests that need them take
-these fixtures and are skipped, with the reason, when the folder is absent.
+`data_dir` holds tiny Shakespeare and The Verdict, `gpt2_dir` GPT-2's encoder.json and
+vocab.bpe; both are tracked in git, so no test needs the network or anything outside the
+checkout.
 """
 import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DIR = Path(os.environ.get("NUMPYGPT_SHARED", REPO_ROOT.parent / "shared"))
-
-
-def _require(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"shared test data not found at {path} (set NUMPYGPT_SHARED)")
-    return path
-
-
-@pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    return _require(SHARED_DIR)
-
-
-@pytest.fixture(scope="session")
-def gpt2_dir() -> Path:
-    """Folder with GPT-2's encoder.json and vocab.bpe."""
-    return _require(SHARED_DIR / "gpt2")
+DATA_DIR = REPO_ROOT / "data"
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """Folder with tinyshakespeare.txt and the-verdict.txt."""
-    return _require(SHARED_DIR / "data")
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def gpt2_dir() -> Path:
+    """Folder with GPT-2's encoder.json and vocab.bpe."""
+    return DATA_DIR / "gpt2"
 
 
 # CI runs a fixed set of hypothesis examples so a red run can be reproduced exactly;
 # locally every run explores new ones.
-from hypothesis import settings  # noqa: E402
-
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")

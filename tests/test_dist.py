@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT
 
-from numpygpt import checkpoint, dist
+from numpygpt.formats import checkpoint
+from numpygpt.training import dist
 from numpygpt.layers import Dropout
 from numpygpt.optim import AdamW, runs_within
 from numpygpt.params import ALIGN, Parameters
@@ -144,11 +145,11 @@ def train(data_dir, tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if k not in dist.LAUNCHER_SIZE_VARIABLES}
     env.update(PYTHONPATH=str(REPO_ROOT), NUMPYGPT_DATA_DIR=str(root / "data"))
 
-    def train(out, *flags, ranks=1, extra_env=None, timeout=120):
+    def train(out, *flags, ranks=1, script=("train.py",), timeout=120):
         launch = [MPIEXEC, "-n", str(ranks)] if ranks > 1 else []
-        argv = [*launch, sys.executable, "train.py", *TINY, "--data", str(data_dir / "the-verdict.txt"),
+        argv = [*launch, sys.executable, *script, *TINY, "--data", str(data_dir / "the-verdict.txt"),
                 "--out-dir", str(root / out), *flags]
-        done = subprocess.run(argv, check=False, cwd=REPO_ROOT, env={**env, **(extra_env or {})}, capture_output=True,
+        done = subprocess.run(argv, check=False, cwd=REPO_ROOT, env=env, capture_output=True,
                               text=True, timeout=timeout)
         return done, root / out
     return train
@@ -222,7 +223,7 @@ def test_rank_zero_alone_writes_and_prints(runs, train):
 @needs_mpi
 def test_check_sync_notices_ranks_that_differ():
     """The detector the --check-sync runs rely on: here the ranks hold different arrays."""
-    code = ("import numpy as np; from numpygpt import dist; comm = dist.world()\n"
+    code = ("import numpy as np; from numpygpt.training import dist; comm = dist.world()\n"
             "try:\n    comm.check_same(np.arange(4.0) + (comm.rank == 1), 'the weights')\n"
             "except dist.DistError as e:\n    print(e)\n")
     done = subprocess.run([MPIEXEC, "-n", "2", sys.executable, "-c", code], check=False, cwd=REPO_ROOT,
@@ -251,7 +252,7 @@ def test_resume_is_exact_and_crosses_between_sharded_and_unsharded(runs, train):
 def test_a_failing_rank_stops_every_rank_within_seconds(train):
     start = time.time()
     done, _ = train("fails", "--batch-size", "4", "--steps", "1000", ranks=2,
-                    extra_env={dist.FAIL_AT_VARIABLE: "1:3"}, timeout=60)
+                    script=("tests/failing_rank.py", "1", "3"), timeout=60)
     assert done.returncode != 0
     assert "train.py: error: rank 1: injected failure at step 3" in done.stderr
     assert time.time() - start < 30

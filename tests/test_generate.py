@@ -6,9 +6,9 @@ import pytest
 
 import bpe
 from numpygpt.config import GPTConfig
-from numpygpt.generate import DONE, Decoder, KVCache, TextStream, forward_with_cache, generate
+from numpygpt.inference.generate import DONE, Decoder, KVCache, TextStream, forward_with_cache, generate
 from numpygpt.model import GPT
-from numpygpt.sampling import Sampler
+from numpygpt.inference.sampling import Sampler
 
 TOLERANCE = 1e-10
 

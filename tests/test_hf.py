@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from numpygpt import hf  # noqa: E402
+from numpygpt.formats import hf  # noqa: E402
 from numpygpt.model import GPT  # noqa: E402
 from numpygpt.config import GPTConfig  # noqa: E402
 
@@ -118,21 +118,29 @@ def test_bad_folders_give_clear_errors(hf_folder, tmp_path):
         hf.load(wrong)
 
 
-def test_fine_tune_then_export_from_the_command_line(hf_folder, tmp_path, monkeypatch, data_dir, gpt2_dir):
-    """train.py --init-from an HF folder fine-tunes it; `python -m numpygpt.hf export` hands the
-    result back to transformers with the same logits."""
+def test_fine_tune_then_export_from_the_command_line(hf_folder, tmp_path, monkeypatch, data_dir, gpt2_dir, capsys):
+    """train.py --init-from an HF folder fine-tunes it with fine-tuning's own defaults;
+    `numpygpt export` hands the result back to transformers with the same logits."""
     import train
+    from numpygpt.commands import main as numpygpt
+    from numpygpt.formats import checkpoint
     monkeypatch.setenv("NUMPYGPT_DATA_DIR", str(tmp_path / "data"))
     out = tmp_path / "out"
     # The random HF model has a 300-token vocabulary: fine-tune it with a BPE of that size.
     code = train.main(["--init-from", str(hf_folder), "--data", str(data_dir / "the-verdict.txt"),
                        "--tokenizer", "train", "--vocab-size", "300", "--steps", "3", "--eval-interval", "3",
-                       "--eval-iters", "1", "--batch-size", "2", "--block-size", "16", "--sample-tokens", "0",
-                       "--out-dir", str(out)])
+                       "--eval-iters", "1", "--batch-size", "2", "--sample-tokens", "0", "--out-dir", str(out)])
     assert code == 0
+    assert "fine-tuning lr 3e-05, min_lr 3e-05, warmup_steps 0, batch_size 2, block_size 16, steps 3" in \
+        capsys.readouterr().err
+    ckpt = checkpoint.load(out)
+    settings = ckpt.train_state["train_config"]
+    # A constant small learning rate, no warmup, no dropout, the model's own context (16 here).
+    assert (settings["lr"], settings["min_lr"], settings["warmup_steps"]) == (3e-5, 3e-5, 0)
+    assert settings["block_size"] == ckpt.config.block_size == 16 and ckpt.config.dropout == 0.0
     too_long = train.main(["--init-from", str(hf_folder), "--block-size", "32", "--out-dir", str(tmp_path / "o2")])
     assert too_long == 2  # the HF model's context is 16
-    assert hf.main(["export", str(out), str(tmp_path / "export")]) == 0
+    assert numpygpt(["export", str(out), str(tmp_path / "export")]) == 0
     ours = hf.load(tmp_path / "export")
     ref = torch_model(tmp_path / "export", torch.float32)
     ids = batch()

@@ -2,6 +2,7 @@
 the same seed gives the same text in a pipe and in a terminal, and every bad input ends with
 one error line and a non-zero exit, never a traceback."""
 import os
+import re
 import pty
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import sys
 import pytest
 
 import bpe
-from numpygpt import checkpoint
+from numpygpt.formats import checkpoint
 from numpygpt.config import GPTConfig
 from numpygpt.model import GPT
 from tests.conftest import REPO_ROOT
@@ -42,7 +43,8 @@ def test_writes_text_from_the_latest_checkpoint(out_dir):
     result = sample("--out-dir", out_dir, "--top-p", "0.9", "--max-new-tokens", "8",
                     "--num-samples", "2")
     assert result.returncode == 0, result.stderr
-    assert result.stderr == ""
+    # One line says what was loaded: the step, and which of the run's checkpoints it is.
+    assert re.fullmatch(r"sample.py: loaded \S+/step-000010 \(step 10, latest\)\n", result.stderr), result.stderr
     assert result.stdout.count("---------------\n") == 1
 
 
@@ -94,8 +96,8 @@ def test_prompt_longer_than_the_context_notes_it_once(out_dir):
     result = sample("--out-dir", out_dir, "--prompt", "word " * (5 * BLOCK_SIZE),
                     "--max-new-tokens", str(2 * BLOCK_SIZE), "--temperature", "0")
     assert result.returncode == 0, result.stderr
-    assert result.stderr.count("\n") == 1
-    assert result.stderr.startswith("sample.py: note:") and "context" in result.stderr
+    notes = result.stderr.splitlines()[1:]  # after the line saying what was loaded
+    assert len(notes) == 1 and notes[0].startswith("sample.py: note:") and "context" in notes[0]
 
 
 def test_checkpoint_flag_takes_a_checkpoint_directory(out_dir):
@@ -132,4 +134,32 @@ def test_no_checkpoint_says_to_train_first(tmp_path):
     result = sample("--out-dir", tmp_path / "nothing-here")
     assert result.returncode != 0
     assert result.stderr.startswith("sample.py: error: ") and result.stderr.count("\n") == 1
-    assert "train.py" in result.stderr
+    assert "train one first (numpygpt train)" in result.stderr
+
+
+def test_the_best_checkpoint_is_the_default_and_each_can_be_named(tmp_path):
+    """A run that evaluated keeps `best` beside `latest`: sample uses best unless told, and
+    says which step and validation loss it loaded."""
+    special = {"<|endoftext|>": 256}
+    bpe.Tokenizer([bytes([b]) for b in range(256)] + [b"<|endoftext|>"], [], special).save(tmp_path / "tok")
+    files = checkpoint.read_tokenizer_files(tmp_path / "tok")
+    config = GPTConfig(vocab_size=257, block_size=BLOCK_SIZE, n_layer=1, n_head=1, n_embd=8)
+    out = tmp_path / "out"
+    evaluation = {"step": 10, "val_loss": 5.25, "val_bpb": 7.5}
+    checkpoint.save(out, GPT(config, seed=0), step=10, tokenizer_files=files, tags=["latest", "best"],
+                    train_state={"evaluation": evaluation})
+    checkpoint.save(out, GPT(config, seed=1), step=20, tokenizer_files=files,
+                    train_state={"evaluation": {**evaluation, "step": 20, "val_loss": 6.5}})
+    loaded = {}
+    for which in (None, "best", "latest", "step-20", "step-10", str(out / "step-000020")):
+        flags = [] if which is None else ["--checkpoint", which]
+        result = sample("--out-dir", out, *flags, "--max-new-tokens", "2", "--seed", "0")
+        assert result.returncode == 0, result.stderr
+        loaded[which] = result.stderr.splitlines()[0]
+    assert loaded[None] == loaded["best"] == loaded["step-10"]
+    assert loaded[None].endswith("step-000010 (step 10, best; validation loss 5.2500, 7.500 bits/byte)")
+    assert loaded["latest"] == loaded["step-20"] == loaded[str(out / "step-000020")]
+    assert loaded["latest"].endswith("step-000020 (step 20, latest; validation loss 6.5000, 7.500 bits/byte)")
+    missing = sample("--out-dir", out, "--checkpoint", "step-30")
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1
+    assert "holds no checkpoint of step 30; it holds: step-000010 (best), step-000020 (latest)" in missing.stderr

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from numpygpt.sampling import Sampler, draw, softmax, top_k_filter, top_p_filter
+from numpygpt.inference.sampling import Sampler, draw, softmax, top_k_filter, top_p_filter
 
 TOLERANCE = 1e-9  # for sums of probabilities taken in different orders
 

@@ -19,11 +19,11 @@ uvicorn = pytest.importorskip("uvicorn", reason="the server needs the serve extr
 openai = pytest.importorskip("openai", reason="the tests talk to the server with openai")
 httpx = pytest.importorskip("httpx")
 
-from numpygpt import checkpoint
+from numpygpt.formats import checkpoint
 from numpygpt.config import GPTConfig
 from numpygpt.model import GPT
 from numpygpt.serve.app import create_app
-from numpygpt.serve.cli import listen
+from numpygpt.commands.serve import listen
 from numpygpt.serve.scheduler import Engine
 from tests.conftest import REPO_ROOT
 from tests.test_serve_engine import byte_tokenizer

@@ -8,11 +8,11 @@ import pytest
 
 import bpe
 from numpygpt.config import GPTConfig
-from numpygpt.generate import generate
+from numpygpt.inference.generate import generate
 from numpygpt.model import GPT
-from numpygpt.sampling import Sampler
+from numpygpt.inference.sampling import Sampler
 from numpygpt.serve.scheduler import Engine, QueueFull, Request
-from numpygpt.serve.slots import SlotDecoder
+from numpygpt.inference.slots import SlotDecoder
 from numpygpt.serve.text import CompletionText
 
 TOLERANCE = 1e-10

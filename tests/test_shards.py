@@ -15,7 +15,11 @@ import pytest
 
 import bpe
 import train
-from numpygpt import corpus, data, shards
+from numpygpt import data
+from numpygpt.commands import main as numpygpt
+from numpygpt.data import corpus, shards
+from numpygpt.errors import DataError
+from numpygpt.formats import atomic
 from conftest import REPO_ROOT
 
 SEP = "<|endoftext|>"
@@ -76,7 +80,7 @@ def shard_bytes(folder) -> dict:
 def test_shards_hold_the_corpus_encoded_in_one_go(corpus_dir, data_dir, gpt2_dir, tmp_path):
     """Each split is its documents joined by <|endoftext|>, encoded as one text."""
     manifest = prepare(corpus_dir, tmp_path / "out", gpt2_dir)
-    dataset = shards.load_dataset(tmp_path / "out")
+    dataset = shards.load_shards(tmp_path / "out")
     docs = documents(data_dir)
     is_val = [shards.in_validation(i, SMALL.seed, SMALL.val_fraction) for i in range(len(docs))]
     assert 0.1 < np.mean(is_val) < 0.3 and manifest["cursor"]["documents"]["val"] == sum(is_val)
@@ -142,7 +146,7 @@ def write_half(real, writer, tokens):
 
 
 @pytest.mark.parametrize("owner, name, n, before", [
-    (shards, "write_json_atomically", 3, None),        # before a checkpoint's manifest
+    (atomic, "write_json", 3, None),                   # before a checkpoint's manifest
     (shards, "publish", 2, None),                      # after the manifest, before the renames
     (shards.SplitWriter, "write", 9, write_half),      # halfway through writing a batch
     (shards.SplitWriter, "write", 25, write_half),
@@ -154,8 +158,8 @@ def test_an_interrupted_run_resumes_to_identical_shards(corpus_dir, gpt2_dir, tm
         crash_on_call(patch, owner, name, n, before)
         with pytest.raises(Crash):
             prepare(corpus_dir, tmp_path / "resumed", gpt2_dir)
-    with pytest.raises(data.DataError, match="resumed is unfinished .* run python -m numpygpt.data prepare again"):
-        shards.load_dataset(tmp_path / "resumed")
+    with pytest.raises(DataError, match="resumed is unfinished .* run numpygpt prepare again"):
+        shards.load_shards(tmp_path / "resumed")
     prepare(corpus_dir, tmp_path / "resumed", gpt2_dir)
     assert shard_bytes(tmp_path / "resumed") == shard_bytes(tmp_path / "clean")
     assert not list((tmp_path / "resumed").glob("*.tmp"))
@@ -164,14 +168,15 @@ def test_an_interrupted_run_resumes_to_identical_shards(corpus_dir, gpt2_dir, tm
 KILLABLE = """
 import sys, time
 import bpe
-from numpygpt import shards
+from numpygpt.data import shards
 shards.BATCH_CHARS = 5_000
 encode_batch = bpe.Tokenizer.encode_batch
 def slow_encode_batch(self, *args, **kwargs):  # so that the kill lands mid-run
     time.sleep(0.05)
     return encode_batch(self, *args, **kwargs)
 bpe.Tokenizer.encode_batch = slow_encode_batch
-sys.exit(shards.main(sys.argv[1:]))
+from numpygpt.commands import main
+sys.exit(main(sys.argv[1:]))
 """
 
 
@@ -196,7 +201,7 @@ def test_resume_after_sigkill(corpus_dir, gpt2_dir, tmp_path):
         assert proc.wait() == -signal.SIGKILL
         shards_before_kill = len(json.loads((out / "manifest.json").read_text())["shards"])
     assert not json.loads((out / "manifest.json").read_text())["complete"]
-    assert shards.main(argv) == 0
+    assert numpygpt(argv) == 0
     prepare(corpus_dir, tmp_path / "clean", gpt2_dir)
     assert shard_bytes(out) == shard_bytes(tmp_path / "clean")
 
@@ -232,7 +237,7 @@ def test_train_py_trains_on_shards(corpus_dir, gpt2_dir, tmp_path):
     assert train.main(argv + ["--out-dir", str(tmp_path / "run")]) == 0
     assert train.main(argv + ["--out-dir", str(tmp_path / "run"), "--resume", "--steps", "3"]) == 0
     assert "val_bpb" in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[1]
-    dataset = data.prepare_dataset(tmp_path / "shards", str(gpt2_dir), 0)
+    dataset = data.load_dataset(tmp_path / "shards", str(gpt2_dir), 0)
     assert dataset.tokenizer_dir == tmp_path / "shards" / "tokenizer"
 
 
@@ -244,41 +249,44 @@ def last_line(capsys, prog):
 
 def test_bad_input_gives_one_clear_line(tmp_path, gpt2_dir, monkeypatch, capsys):
     def run(input_path, out="out", *flags):
-        return shards.main(["prepare", str(input_path), "--out", str(tmp_path / out), "--tokenizer",
+        return numpygpt(["prepare", str(input_path), "--out", str(tmp_path / out), "--tokenizer",
                             str(gpt2_dir), *flags])
     latin1 = tmp_path / "latin1.txt"
     latin1.write_bytes("caf\xe9 au lait\n".encode("latin-1"))
-    assert run(latin1, "a") == 2 and "latin1.txt is not UTF-8 text (bad byte at offset 3)" in last_line(capsys, "numpygpt.data")
+    assert run(latin1, "a") == 2 and "latin1.txt is not UTF-8 text (bad byte at offset 3)" in last_line(capsys, "numpygpt prepare")
     (tmp_path / "empty").mkdir()
-    assert run(tmp_path / "empty", "b") == 2 and "no .txt or .jsonl files" in last_line(capsys, "numpygpt.data")
+    assert run(tmp_path / "empty", "b") == 2 and "no .txt or .jsonl files" in last_line(capsys, "numpygpt prepare")
     (tmp_path / "empty" / "blank.txt.gz").write_bytes(gzip.compress(b" \n" + SEP.encode() + b"\n"))
-    assert run(tmp_path / "empty", "b") == 2 and "empty holds no text" in last_line(capsys, "numpygpt.data")
-    assert run(tmp_path / "missing.txt", "c") == 2 and "data not found" in last_line(capsys, "numpygpt.data")
+    assert run(tmp_path / "empty", "b") == 2 and "empty holds no text" in last_line(capsys, "numpygpt prepare")
+    assert run(tmp_path / "missing.txt", "c") == 2 and "data not found" in last_line(capsys, "numpygpt prepare")
     bad_json = tmp_path / "bad.jsonl"
     bad_json.write_text('{"text": "fine"}\n{"text": 3}\n')
-    assert run(bad_json, "d") == 2 and "bad.jsonl: the line at byte 17 has no \"text\"" in last_line(capsys, "numpygpt.data")
+    assert run(bad_json, "d") == 2 and "bad.jsonl: the line at byte 17 has no \"text\"" in last_line(capsys, "numpygpt prepare")
     zst = tmp_path / "x.txt.zst"
     zst.write_bytes(b"")
     monkeypatch.setitem(sys.modules, "zstandard", None)  # as if not installed
-    assert run(zst, "e") == 2 and "pip install 'numpygpt[zstd]'" in last_line(capsys, "numpygpt.data")
+    assert run(zst, "e") == 2 and "pip install 'numpygpt[zstd]'" in last_line(capsys, "numpygpt prepare")
     text = tmp_path / "ok.txt"
     text.write_text("Hello there. " * 100)
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "notes").write_text("mine")
-    assert run(text, "full") == 2 and "is not empty and holds no manifest.json" in last_line(capsys, "numpygpt.data")
+    assert run(text, "full") == 2 and "is not empty and holds no manifest.json" in last_line(capsys, "numpygpt prepare")
     assert run(text, "f", "--shard-tokens", "100") == 0
     assert run(text, "f", "--shard-tokens", "200") == 2 and "another preparation (its settings differ)" in \
-        last_line(capsys, "numpygpt.data")
-    assert run(text, "f", "--val-fraction", "1") == 2 and "--val-fraction must be in [0, 1)" in \
-        last_line(capsys, "numpygpt.data")
+        last_line(capsys, "numpygpt prepare")
+    assert run(text, "f", "--val-fraction", "1") == 2
+    assert "argument --val-fraction: must be a number in 0..0.999, got 1" in last_line(capsys, "numpygpt prepare")
 
 
 def test_the_command_line_entry_point(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "numpygpt.data", "prepare", str(tmp_path / "missing"), "--out",
+    result = subprocess.run([sys.executable, "-m", "numpygpt", "prepare", str(tmp_path / "missing"), "--out",
                              str(tmp_path / "out")], cwd=REPO_ROOT, capture_output=True, text=True,
                             env={**os.environ, "NUMPYGPT_DATA_DIR": str(tmp_path)})
     assert result.returncode == 2
-    assert result.stderr.strip() == f"numpygpt.data: error: data not found: {tmp_path / 'missing'}"
+    assert result.stderr.strip() == f"numpygpt prepare: error: data not found: {tmp_path / 'missing'}"
+    moved = subprocess.run([sys.executable, "-m", "numpygpt.data", "prepare"], cwd=REPO_ROOT, capture_output=True,
+                           text=True)
+    assert moved.returncode == 1 and "numpygpt prepare INPUT --out DIR" in moved.stderr
 
 
 def test_damaged_shards_and_other_vocabularies_are_refused(corpus_dir, gpt2_dir, tmp_path, capsys):
@@ -295,5 +303,5 @@ def test_damaged_shards_and_other_vocabularies_are_refused(corpus_dir, gpt2_dir,
     assert train.main(argv) == 2
     assert f"{shard} has 10,054 bytes, not the 10,064 its header says" in last_line(capsys, "train.py")
     shard.write_bytes(b"not a shard" * 10)
-    with pytest.raises(data.DataError, match="train_000002.bin is not a version-1 numpygpt shard"):
-        shards.load_dataset(out)
+    with pytest.raises(DataError, match="train_000002.bin is not a version-1 numpygpt shard"):
+        shards.load_shards(out)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import train
-from numpygpt import checkpoint
+from numpygpt.formats import checkpoint
 from conftest import REPO_ROOT
 
 # A 2-layer model and a 300-token BPE learnt on the text: a step takes milliseconds.
@@ -51,7 +51,7 @@ def test_training_learns_and_saves_a_checkpoint(run, gpt2_dir):
     assert code == 0
     evals = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if "val_loss" in l]
     assert evals[-1]["train_loss"] < evals[0]["train_loss"] - 0.5
-    ckpt = checkpoint.load(out)
+    ckpt = checkpoint.load(out, "latest")
     assert ckpt.train_state["step"] == 40 and ckpt.optimizer_state["step"] == 40
     assert (ckpt.tokenizer_dir / "encoder.json").read_bytes() == (gpt2_dir / "encoder.json").read_bytes()
     assert checkpoint.load(out, "best").path.exists()
@@ -71,7 +71,7 @@ def test_resume_is_exact(run, tmp_path):
     assert run("--steps", "20", "--resume", out="split")[0] == 0
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert losses(straight) == losses(split)
-    a, b = checkpoint.load(straight), checkpoint.load(split)
+    a, b = checkpoint.load(straight, "latest"), checkpoint.load(split, "latest")
     for name in a.tensors:
         np.testing.assert_array_equal(a.tensors[name], b.tensors[name])
     np.testing.assert_array_equal(a.optimizer_state["m"], b.optimizer_state["m"])
@@ -85,10 +85,16 @@ def error_line(capsys):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--steps", "-1"], "--steps must not be negative"),
+    (["--steps", "-1"], "argument --steps: must be an integer 0 or more, got -1"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
     (["--block-size", "4096"], "fewer than one window"),
-    (["--lr", "0"], "--lr must be positive"),
+    (["--lr", "0"], "--lr must be a positive number"),
+    (["--lr", "nan"], "argument --lr: must be a number 0 or more, got nan"),
+    (["--min-lr", "-1"], "argument --min-lr: must be a number 0 or more, got -1"),
+    (["--min-lr", "0.5"], "--min-lr must be in 0..lr"),
+    (["--grad-clip", "nan"], "argument --grad-clip: must be a number 0 or more, got nan"),
+    (["--lr-decay-steps", "0"], "--lr-decay-steps must be at least 1"),
+    (["--beta2", "1"], "--beta2 must be in [0, 1)"),
     (["--n-head", "3"], "multiple of n_head"),
 ])
 def test_nonsense_flags(run, capsys, flags, message):
@@ -115,7 +121,7 @@ def test_bad_data(run, tmp_path, capsys):
     folder = tmp_path / "nothing"
     folder.mkdir()
     assert run("--steps", "1", data=str(folder))[0] == 2
-    assert "no .txt files" in error_line(capsys)
+    assert "no .txt or .jsonl files" in error_line(capsys)
 
 
 def test_existing_checkpoint_is_never_overwritten(run, capsys):
@@ -130,7 +136,7 @@ def test_existing_checkpoint_is_never_overwritten(run, capsys):
 
 def test_resume_errors(run, tmp_path, capsys):
     assert run("--steps", "5", "--resume", out="nothing")[0] == 2
-    assert "run train.py first" in error_line(capsys)
+    assert "train one first (numpygpt train)" in error_line(capsys)
     code, out = run("--steps", "5", "--eval-interval", "5")
     assert code == 0
     capsys.readouterr()
@@ -177,7 +183,7 @@ WRITER = """
 import sys, numpy as np
 from numpygpt.config import GPTConfig
 from numpygpt.model import GPT
-from numpygpt import checkpoint
+from numpygpt.formats import checkpoint
 model = GPT(GPTConfig(vocab_size=2000, block_size=64, n_layer=2, n_head=2, n_embd=128))
 step = 1
 checkpoint.save(sys.argv[1], model, step=step)
@@ -199,7 +205,7 @@ def test_a_writer_killed_mid_save_leaves_a_loadable_checkpoint(tmp_path):
         time.sleep(rng.uniform(0.05, 0.6))
         proc.kill()
         proc.wait()
-        ckpt = checkpoint.load(out)
+        ckpt = checkpoint.load(out, "latest")
         weights = ckpt.build_model().params.data
         step = ckpt.train_state["step"]
         assert step == 1 or np.all(weights == step), "a checkpoint mixes two saves"

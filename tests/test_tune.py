@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from numpygpt import tune
+from numpygpt.training import tune
 from tests.conftest import REPO_ROOT
 
 optuna = pytest.importorskip("optuna")
@@ -39,7 +39,7 @@ def settings_for(text_file, **changes):
 
 
 def run(args, cwd, timeout=300):
-    return subprocess.run([sys.executable, "-m", "numpygpt.tune", *args], cwd=cwd, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "numpygpt", "tune", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, env=_env())
 
 
@@ -163,7 +163,7 @@ def test_cli_sweep_in_two_processes_writes_table_plot_and_a_command_that_trains(
         assert (out / "sweep.png").stat().st_size > 0
     except ImportError:
         pass
-    # The best trial's command is a valid train.py command line that trains the same thing.
+    # The best trial's command is a valid `numpygpt train` command line that trains the same thing.
     argv = shlex.split(best["command"])[2:] + ["--out-dir", str(tmp_path / "run"), "--sample-tokens", "0"]
     train = subprocess.run([sys.executable, str(REPO_ROOT / "train.py"), *argv], cwd=tmp_path,
                            capture_output=True, text=True, timeout=300, env=_env())
@@ -173,7 +173,7 @@ def test_cli_sweep_in_two_processes_writes_table_plot_and_a_command_that_trains(
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--trials", "0"], "--trials: must be positive, got 0"),
+    (["--trials", "0"], "--trials: must be an integer 1 or more, got 0"),
     (["--search", "lr,colour"], "unknown hyperparameter 'colour'"),
     (["--budget-steps", "5", "--budget-seconds", "3"], "not allowed with argument"),
     (["--budget-seconds", "soon"], "expected a number, got 'soon'"),
@@ -183,7 +183,7 @@ def test_cli_sweep_in_two_processes_writes_table_plot_and_a_command_that_trains(
 def test_bad_arguments_give_one_line(tmp_path, args, message):
     result = run(args, cwd=tmp_path, timeout=60)
     assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and result.stderr.startswith("python -m numpygpt.tune: error: ")
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("numpygpt tune: error: ")
     assert message in result.stderr
 
 
@@ -192,7 +192,7 @@ def test_sigint_to_the_sweep_process_alone_stops_its_workers(tmp_path, text_file
     """`kill -INT` of the --jobs parent (not its whole process group, as a terminal's Ctrl-C
     would be) is passed on: the command exits with 130 and no worker trains on."""
     out = tmp_path / "sweep"
-    proc = subprocess.Popen([sys.executable, "-m", "numpygpt.tune", "--data", text_file, "--model", "tiny",
+    proc = subprocess.Popen([sys.executable, "-m", "numpygpt", "tune", "--data", text_file, "--model", "tiny",
                              "--trials", "50", "--budget-steps", "3000", "--reports", "2", "--eval-iters", "2",
                              "--search", "lr", "--jobs", "2", "--out-dir", str(out)],
                             cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -22,7 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
-from ..sampling import Sampler
+from ..inference.sampling import Sampler
 from . import protocol
 from .scheduler import QueueFull
 from .scheduler import Request as EngineRequest
@@ -67,17 +67,21 @@ def validation_error(exc):
 
 
 def create_app(engine, tokenizer, *, model_name, api_key=None, max_prompt_tokens,
-               max_new_tokens):
+               max_new_tokens, document_start=None):
     """The application serving `engine` (started and closed by the caller).
 
     tokenizer: a bpe.Tokenizer; max_prompt_tokens: longer prompts get 413 (a prompt longer
-    than the context is decoded on its last block_size tokens, as sample.py does);
+    than the context is decoded on its last block_size tokens, as `numpygpt sample` does);
     max_new_tokens: the largest max_tokens a request may ask for. Without api_key, only
     clients on a loopback address are served (every other request gets 401).
+    document_start: the tokens an empty prompt stands for, the start of a new text
+    (default: <|endoftext|>, else a newline).
     """
     app = FastAPI(title="numpygpt", docs_url=None, redoc_url=None, openapi_url=None)
     playground = resources.files(__package__).joinpath("playground.html").read_text()
     created = int(time.time())
+    start = document_start or ([tokenizer.eot_token] if tokenizer.eot_token is not None
+                               else tokenizer.encode_ordinary("\n"))
 
     @app.exception_handler(APIError)
     async def api_error(request, exc):
@@ -139,8 +143,7 @@ def create_app(engine, tokenizer, *, model_name, api_key=None, max_prompt_tokens
     def encode(text):
         """A prompt's token ids; the empty prompt starts a new document."""
         if text == "":
-            return [tokenizer.eot_token] if tokenizer.eot_token is not None \
-                else tokenizer.encode_ordinary("\n")
+            return list(start)
         ids = tokenizer.encode(text, allowed_special="all")
         if len(ids) > max_prompt_tokens:
             raise APIError(413, f"the prompt is {len(ids)} tokens long; this server takes at "

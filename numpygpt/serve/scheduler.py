@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .slots import SlotDecoder
+from ..inference.slots import SlotDecoder
 from .text import CompletionText
 
 

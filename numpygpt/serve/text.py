@@ -6,7 +6,7 @@ been shown. So the longest end of the text that is a prefix of some stop sequenc
 back until the next token decides it. Everything before that can never become part of a stop
 sequence and is sent at once.
 """
-from ..generate import TextStream
+from ..inference.generate import TextStream
 
 
 class CompletionText:

@@ -10,15 +10,13 @@ import struct
 
 import numpy as np
 
+from ..errors import FormatError
+
 DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": None,
           "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8,
           "U8": np.uint8, "U16": np.uint16, "U32": np.uint32, "U64": np.uint64, "BOOL": np.bool_}
 CODES = {np.dtype(t): code for code, t in DTYPES.items() if t is not None}
 MAX_HEADER = 100 * 1024 * 1024
-
-
-class SafetensorsError(ValueError):
-    pass
 
 
 def save(tensors: dict, file, metadata: dict | None = None):
@@ -27,7 +25,7 @@ def save(tensors: dict, file, metadata: dict | None = None):
     for name, array in tensors.items():
         array = np.ascontiguousarray(array)
         if array.dtype not in CODES:
-            raise SafetensorsError(f"tensor {name}: dtype {array.dtype} cannot be stored")
+            raise FormatError(f"tensor {name}: dtype {array.dtype} cannot be stored")
         array = array.astype(array.dtype.newbyteorder("<"), copy=False)
         header[name] = {"dtype": CODES[array.dtype.newbyteorder("=")], "shape": list(array.shape),
                         "data_offsets": [offset, offset + array.nbytes]}
@@ -49,14 +47,14 @@ def load(path, mmap: bool = True) -> tuple[dict, dict]:
     with open(path, "rb") as f:
         raw = f.read(8)
         if len(raw) < 8:
-            raise SafetensorsError(f"{path}: not a safetensors file (too short)")
+            raise FormatError(f"{path}: not a safetensors file (too short)")
         (n,) = struct.unpack("<Q", raw)
         if n > MAX_HEADER:
-            raise SafetensorsError(f"{path}: not a safetensors file (header length {n})")
+            raise FormatError(f"{path}: not a safetensors file (header length {n})")
         try:
             header = json.loads(f.read(n))
         except (UnicodeDecodeError, json.JSONDecodeError):
-            raise SafetensorsError(f"{path}: not a safetensors file (unreadable header)") from None
+            raise FormatError(f"{path}: not a safetensors file (unreadable header)") from None
         f.seek(0, 2)
         size = f.tell()
     metadata = header.pop("__metadata__", {}) or {}
@@ -69,12 +67,12 @@ def load(path, mmap: bool = True) -> tuple[dict, dict]:
             dtype = DTYPES[info["dtype"]]
             shape = tuple(info["shape"])
         except (KeyError, TypeError, ValueError):
-            raise SafetensorsError(f"{path}: malformed entry for tensor {name}") from None
+            raise FormatError(f"{path}: malformed entry for tensor {name}") from None
         if dtype is None:
-            raise SafetensorsError(f"{path}: tensor {name} is bfloat16, which NumPy cannot read")
+            raise FormatError(f"{path}: tensor {name} is bfloat16, which NumPy cannot read")
         dtype = np.dtype(dtype).newbyteorder("<")
         count = int(np.prod(shape, dtype=np.int64))
         if not 0 <= begin <= end <= data.size or end - begin != count * dtype.itemsize:
-            raise SafetensorsError(f"{path}: tensor {name} lies outside the file (truncated?)")
+            raise FormatError(f"{path}: tensor {name} lies outside the file (truncated?)")
         tensors[name] = data[begin:end].view(dtype).reshape(shape)
     return tensors, metadata

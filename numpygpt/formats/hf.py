@@ -8,29 +8,23 @@ so loading is a copy. Exported folders load with `GPT2LMHeadModel.from_pretraine
 Nothing here downloads: a model name (`gpt2`, `gpt2-medium`, ...) is looked up in the local
 Hugging Face cache only.
 """
-import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from bpe import load as load_tokenizer
 from bpe.files import VocabError, find_vocab_files
 
-from . import checkpoint, safetensors
-from .config import GPTConfig
-from .model import GPT
+from ..config import GPTConfig
+from ..errors import FormatError, HFError
+from ..model import GPT
+from . import safetensors
 
 PREFIX = "transformer."
 # Buffers older GPT-2 checkpoints carry that are not parameters (the causal mask).
 NOT_PARAMETERS = (".attn.bias", ".attn.masked_bias")
 EOT_ID_GPT2 = 50256
-
-
-class HFError(Exception):
-    """A folder or name that cannot be loaded as GPT-2; the message says why."""
 
 
 def hub_cache_dir() -> Path:
@@ -96,7 +90,7 @@ def load(name_or_path, dtype: str = "float32", dropout: float | None = None) -> 
         raise HFError(f"{folder} has no model.safetensors; {other}save it with save_pretrained(safe_serialization=True)")
     try:
         tensors, _ = safetensors.load(weights)
-    except safetensors.SafetensorsError as e:
+    except FormatError as e:
         raise HFError(str(e)) from None
     model = GPT(config)
     ours = {}
@@ -152,27 +146,3 @@ def export(model: GPT, folder, tokenizer_dir=None, eot_token: int | None = None)
         (folder / "tokenizer_config.json").write_text(json.dumps(
             {"tokenizer_class": "GPT2Tokenizer", "model_max_length": model.config.block_size,
              "bos_token": eot, "eos_token": eot, "unk_token": eot, "add_prefix_space": False}, indent=2))
-
-
-def main(argv=None) -> int:
-    """python -m numpygpt.hf export CHECKPOINT FOLDER: a trained checkpoint (an output directory
-    or a step-* directory) as a Hugging Face GPT-2 folder."""
-    parser = argparse.ArgumentParser(prog="python -m numpygpt.hf", description=main.__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    export_cmd = commands.add_parser("export", help="write a checkpoint as a Hugging Face GPT-2 folder")
-    export_cmd.add_argument("checkpoint", help="output directory (its latest checkpoint) or a checkpoint directory")
-    export_cmd.add_argument("folder", help="where to write config.json, model.safetensors, vocab.json, merges.txt")
-    args = parser.parse_args(argv)
-    try:
-        ckpt = checkpoint.load(args.checkpoint)
-        eot = load_tokenizer(ckpt.tokenizer_dir).eot_token if ckpt.tokenizer_dir else None
-        export(ckpt.build_model(), args.folder, ckpt.tokenizer_dir, eot)
-    except (checkpoint.CheckpointError, HFError, VocabError) as e:
-        print(f"numpygpt.hf: error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.folder}: load it with GPT2LMHeadModel.from_pretrained({args.folder!r})", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,5 +1,5 @@
-"""`python -m bpe train|encode|decode`: a round trip through real processes, and every kind of
-bad input giving one line on stderr and a non-zero status, never a traceback."""
+"""`numpygpt tokenizer train|encode|decode`: a round trip through real processes, and every
+kind of bad input giving one line on stderr and a non-zero status, never a traceback."""
 import io
 import os
 import subprocess
@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from bpe.__main__ import main
+from numpygpt.commands import main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_cli(*args, stdin=b""):
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    return subprocess.run([sys.executable, "-m", "bpe", *map(str, args)], input=stdin,
+    return subprocess.run([sys.executable, "-m", "numpygpt", "tokenizer", *map(str, args)], input=stdin,
                           capture_output=True, env=env, timeout=120)
 
 
@@ -49,7 +49,7 @@ def assert_one_error_line(stderr, message):
 
 def test_an_error_in_a_real_process():
     result = run_cli("encode", "--vocab", "missing-folder", stdin=b"hi")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stdout == b""
     assert_one_error_line(result.stderr, "missing-folder does not exist")
 
@@ -57,7 +57,7 @@ def test_an_error_in_a_real_process():
 def run_main(monkeypatch, capsysbinary, args, stdin=b""):
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
     with pytest.raises(SystemExit) as exit_info:
-        sys.exit(main([str(a) for a in args]))
+        sys.exit(main(["tokenizer", *[str(a) for a in args]]))
     return exit_info.value.code, capsysbinary.readouterr()
 
 
@@ -81,9 +81,9 @@ def test_bad_input_gives_one_clear_line(case, small_vocab, tmp_path, monkeypatch
     out = tmp_path / "out"
     args, stdin, message = {
         "missing file": (["train", tmp_path / "nope.txt", "--vocab-size", 300, "--out", out],
-                         b"", "nope.txt: No such file or directory"),
+                         b"", "nope.txt: no such file"),
         "too small": (["train", latin1, "--vocab-size", 100, "--out", out], b"",
-                      "vocab_size 100 is too small"),
+                      "argument --vocab-size: must be an integer 257 or more, got 100"),
         "not utf-8 file": (["train", latin1, "--vocab-size", 300, "--out", out], b"",
                            "latin1.txt is not UTF-8 text"),
         "bad id": (["decode", "--vocab", small_vocab], b"1 2 3.5", "'3.5'; expected token ids"),
@@ -92,9 +92,15 @@ def test_bad_input_gives_one_clear_line(case, small_vocab, tmp_path, monkeypatch
         "corrupt vocab": (["encode", "--vocab", corrupt], b"hi", "encoder.json is not valid JSON"),
         "no vocab files": (["encode", "--vocab", tmp_path], b"hi", "holds neither encoder.json"),
         "bad flag": (["train", latin1, "--vocab-size", "many", "--out", out], b"",
-                     "invalid int value: 'many'"),
+                     "argument --vocab-size: expected an integer, got 'many'"),
     }[case]
     status, captured = run_main(monkeypatch, capsysbinary, args, stdin)
     assert status != 0
     assert captured.out == b""
     assert_one_error_line(captured.err, message)
+
+
+def test_python_m_bpe_says_where_the_commands_are():
+    result = subprocess.run([sys.executable, "-m", "bpe", "train"], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert result.returncode == 1 and "numpygpt tokenizer train|encode|decode" in result.stderr

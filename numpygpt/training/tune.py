@@ -1,4 +1,4 @@
-"""Hyperparameter sweeps with early stopping: `python -m numpygpt.tune --trials 20 --budget-steps 500`.
+"""Hyperparameter sweeps with early stopping: `numpygpt tune --trials 20 --budget-steps 500`.
 
 Each trial trains a fresh model on the same data with hyperparameters that Optuna's TPE sampler
 proposes (learning rate, warmup, weight decay, dropout, batch size, depth/width, vocabulary
@@ -16,11 +16,9 @@ Every trial and every intermediate evaluation is stored in a SQLite file (--stor
 OUT/sweep.db). Run the same command again and an interrupted sweep continues: finished trials
 are kept, the trial that was cut off is run again. `--jobs J` runs J trials at once in separate
 processes that share the storage, each with cores/J threads. At the end: a table of the best
-trials, the train.py command of the best, OUT/best.json and OUT/sweep.png (validation bits/byte
+trials, the `numpygpt train` command of the best, OUT/best.json and OUT/sweep.png (validation bits/byte
 against each hyperparameter; with matplotlib). Optuna is the optional extra `tune`.
 """
-import argparse
-import json
 import math
 import multiprocessing
 import os
@@ -31,7 +29,8 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-PROG = "python -m numpygpt.tune"
+from ..errors import SweepError
+
 SEARCHABLE = ("lr", "warmup", "weight_decay", "dropout", "batch_size", "shape", "vocab_size")
 PRUNERS = ("median", "halving", "none")
 PROBE_STEPS = 3  # steps timed to size a --budget-seconds trial (after one untimed step)
@@ -41,10 +40,6 @@ DEPTHS = (2, 3, 4, 6)
 WIDTHS = {128: 2, 192: 4, 256: 4, 384: 6}  # n_embd -> n_head
 BATCH_SIZES = (8, 12, 16, 24, 32)
 VOCAB_SIZES = (1024, 2048, 4096, 8192)
-
-
-class SweepError(Exception):
-    """Bad sweep settings or storage; the message is the one line the user sees."""
 
 
 @dataclass(frozen=True)
@@ -100,8 +95,8 @@ def suggest(trial, search) -> dict:
 def baseline(settings: SweepSettings) -> dict:
     """The preset's own values of the searched hyperparameters: a new sweep's first trial, so
     every other trial is seen against what the preset does now."""
-    from .config import preset
-    from .trainer import TrainConfig, train_preset
+    from ..config import preset
+    from .settings import TrainConfig, train_preset
     model, train = preset(settings.model), {**TrainConfig().__dict__, **train_preset(settings.model)}
     values = {"lr": train["lr"], "warmup_fraction": train["warmup_steps"] / TrainConfig().steps,
               "weight_decay": train["weight_decay"], "dropout": model.dropout, "batch_size": train["batch_size"],
@@ -118,8 +113,8 @@ def baseline(settings: SweepSettings) -> dict:
 def trial_configs(settings: SweepSettings, hp: dict, tokens_per_s: float | None = None):
     """(GPTConfig, TrainConfig) of a trial from its hyperparameters and the budget. For a
     --budget-seconds trial, `tokens_per_s` (measured) turns seconds into steps."""
-    from .config import preset
-    from .trainer import TrainConfig, train_preset
+    from ..config import preset
+    from .settings import TrainConfig, train_preset
 
     model_config = preset(settings.model).with_(
         dropout=hp.get("dropout"), n_layer=hp.get("n_layer"), n_embd=hp.get("n_embd"),
@@ -154,10 +149,10 @@ class Datasets:
         self.cache = {}
 
     def get(self, model_name: str, vocab_size: int):
-        from .data import check_long_enough, prepare_dataset
-        from .trainer import train_preset
+        from ..data import check_long_enough, load_dataset
+        from .settings import train_preset
         if vocab_size not in self.cache:
-            dataset = prepare_dataset(self.data, train_preset(model_name).get("tokenizer", "train"), vocab_size)
+            dataset = load_dataset(self.data, train_preset(model_name).get("tokenizer", "train"), vocab_size)
             check_long_enough(dataset, 1)
             self.cache[vocab_size] = dataset
         return self.cache[vocab_size]
@@ -166,7 +161,7 @@ class Datasets:
 def measure_tokens_per_s(model_config, config, dataset) -> float:
     """Training tokens/s of this configuration on this machine: one untimed step (Numba
     compiles, buffers come in), then PROBE_STEPS timed ones, on a throwaway model."""
-    from .model import GPT
+    from ..model import GPT
     from .trainer import Trainer
 
     probe_config = replace(config, steps=PROBE_STEPS + 1, eval_iters=1)
@@ -184,9 +179,10 @@ def objective(trial, settings: SweepSettings, datasets: Datasets, out_dir: Path)
     it there); return the final validation bits/byte."""
     import optuna
 
-    from .config import preset
-    from .model import GPT
-    from .trainer import Trainer, TrainingError
+    from ..config import preset
+    from ..errors import TrainingError
+    from ..model import GPT
+    from .trainer import Trainer
 
     hp = suggest(trial, settings.search)
     vocab_size = hp.get("vocab_size", preset(settings.model).vocab_size)
@@ -235,7 +231,7 @@ def objective(trial, settings: SweepSettings, datasets: Datasets, out_dir: Path)
 
 
 def _n_vocab(dataset) -> int:
-    from .data import load_tokenizer
+    from ..data import load_tokenizer
     return load_tokenizer(dataset.tokenizer_dir).n_vocab
 
 
@@ -342,7 +338,7 @@ def run_sweep(settings: SweepSettings, trials: int, out_dir, storage: str | None
     if jobs == 1:
         work(settings, storage_url, study_name, out_dir, trials, log=log)
     else:
-        from .config import preset
+        from ..config import preset
         # Tokenizers and token files made once here, rather than raced for by the workers.
         datasets = Datasets(settings.data)
         for vocab_size in VOCAB_SIZES if "vocab_size" in settings.search else (preset(settings.model).vocab_size,):
@@ -371,6 +367,12 @@ def run_sweep(settings: SweepSettings, trials: int, out_dir, storage: str | None
             raise SweepError(f"{len(failed)} of {jobs} sweep workers failed (exit codes {failed}); "
                              "the storage keeps what finished: run the same command to continue")
     return study
+
+
+def log_line(text: str):
+    """How the workers of a --jobs sweep report (a module-level function: spawned processes
+    receive it by name)."""
+    print(text, file=sys.stderr, flush=True)
 
 
 # -- reporting ----------------------------------------------------------------------------------
@@ -415,7 +417,7 @@ def table(study, top: int = 5) -> str:
 
 
 def train_command(settings: SweepSettings, trial) -> str:
-    """The train.py command that trains the trial's configuration (for the trial's step count)."""
+    """The `numpygpt train` command that trains the trial's configuration (for the trial's step count)."""
     hp, steps = trial.params, trial.user_attrs.get("steps")
     flags = [f"--model {settings.model}"] + ([f"--data {settings.data}"] if settings.data else [])
     flags.append(f"--steps {steps}")
@@ -426,7 +428,7 @@ def train_command(settings: SweepSettings, trial) -> str:
         flags.append(f"--n-head {WIDTHS[hp['n_embd']]}")
     if "warmup_fraction" in hp:
         flags.append(f"--warmup-steps {round(hp['warmup_fraction'] * steps)}")
-    return "python train.py " + " ".join(flags)
+    return "numpygpt train " + " ".join(flags)
 
 
 def plot(study, path) -> Path | None:
@@ -469,99 +471,3 @@ def plot(study, path) -> Path | None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
-
-
-# -- command line ------------------------------------------------------------------------------
-
-def log_line(text: str):
-    print(text, file=sys.stderr, flush=True)
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    def error(self, message):
-        raise SweepError(f"{message} (see --help)")
-
-
-def positive(convert):
-    def parse(text):
-        try:
-            value = convert(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-        return value
-    return parse
-
-
-def search_names(text: str) -> tuple:
-    names = tuple(n.strip().replace("-", "_") for n in text.split(",") if n.strip())
-    unknown = [n for n in names if n not in SEARCHABLE]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown hyperparameter {', '.join(unknown) or text!r}; "
-                                         f"choose from {','.join(SEARCHABLE)}")
-    return names
-
-
-def parse_args(argv):
-    from .config import PRESETS
-    p = ArgumentParser(prog=PROG, description="Hyperparameter sweep with early stopping (Optuna).",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", help="text file or folder (default: tiny Shakespeare)")
-    p.add_argument("--model", default="shakespeare", choices=sorted(PRESETS),
-                   help="preset giving every setting the sweep does not search")
-    p.add_argument("--trials", type=positive(int), default=20, help="finished trials the sweep ends with")
-    budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--budget-steps", type=positive(int), help="optimizer steps per trial (default 500)")
-    budget.add_argument("--budget-tokens", type=positive(int), help="training tokens per trial")
-    budget.add_argument("--budget-seconds", type=positive(float), help="seconds of training per trial")
-    p.add_argument("--search", type=search_names, default=SEARCHABLE,
-                   help=f"comma-separated hyperparameters to search, from {','.join(SEARCHABLE)}")
-    p.add_argument("--pruner", choices=PRUNERS, default="median", help="how weak trials are stopped early")
-    p.add_argument("--reports", type=positive(int), default=8, help="evaluations per trial")
-    p.add_argument("--eval-iters", type=positive(int), default=10, help="batches per evaluation")
-    p.add_argument("--jobs", type=positive(int), default=1, help="trials run at once, in separate processes")
-    p.add_argument("--out-dir", default="sweep", help="trial metrics, best.json and sweep.png go here")
-    p.add_argument("--storage", help="SQLite file of the sweep (default: OUT_DIR/sweep.db)")
-    p.add_argument("--study-name", default="numpygpt", help="name of the study in the storage")
-    p.add_argument("--top", type=positive(int), default=5, help="rows in the final table")
-    p.add_argument("--seed", type=int, default=1337, help="seeds the sampler and every trial's model and data")
-    args = p.parse_args(argv)
-    if args.budget_steps is None and args.budget_tokens is None and args.budget_seconds is None:
-        args.budget_steps = 500
-    if args.data is not None and not Path(args.data).exists():
-        raise SweepError(f"--data {args.data}: no such file or folder")
-    return args
-
-
-def main(argv=None) -> int:
-    from .data import DataError
-    try:
-        args = parse_args(argv)
-        import_optuna()
-        settings = SweepSettings(
-            data=str(Path(args.data).resolve()) if args.data else None, model=args.model, search=args.search,
-            budget_steps=args.budget_steps, budget_tokens=args.budget_tokens, budget_seconds=args.budget_seconds,
-            reports=args.reports, eval_iters=args.eval_iters, pruner=args.pruner, seed=args.seed)
-        study = run_sweep(settings, args.trials, args.out_dir, args.storage, args.study_name, args.jobs, log_line)
-    except (SweepError, DataError, ValueError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; run the same command to continue the sweep", file=sys.stderr)
-        return 130
-    print(table(study, args.top))
-    best = best_trials(study, 1)
-    out_dir = Path(args.out_dir)
-    if best:
-        (out_dir / "best.json").write_text(json.dumps(
-            {"trial": best[0].number, "val_bpb": best[0].value, "params": best[0].params,
-             "user_attrs": best[0].user_attrs, "command": train_command(settings, best[0])}, indent=2) + "\n")
-        print(f"\nbest: {train_command(settings, best[0])}")
-    figure = plot(study, out_dir / "sweep.png")
-    print(f"sweep.png: {figure}" if figure else "pip install matplotlib for sweep.png", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -15,6 +15,7 @@ instant leaves the previous checkpoint.json pointing at a complete previous chec
 """
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,15 +24,12 @@ import numpy as np
 
 from bpe.files import find_vocab_files
 
-from . import safetensors
-from .config import GPTConfig
-from .model import GPT
+from ..config import GPTConfig
+from ..errors import CheckpointError
+from ..model import GPT
+from . import atomic, safetensors
 
 POINTER = "checkpoint.json"
-
-
-class CheckpointError(Exception):
-    """A checkpoint that is missing, corrupt or does not fit; the message says which."""
 
 
 @dataclass
@@ -43,6 +41,16 @@ class Checkpoint:
     optimizer_state: dict | None
     tokenizer_dir: Path | None
 
+    def summary(self) -> str:
+        """What was loaded, in the words every command prints: "out/step-002000 (step 2000,
+        best; validation loss 4.3650, 2.180 bits/byte)"."""
+        tags = [tag for tag, name in read_pointer(self.path.parent).items() if name == self.path.name]
+        facts = [f"step {self.train_state.get('step', '?')}", *tags]
+        evaluation = self.train_state.get("evaluation")
+        if evaluation:
+            facts[-1] += f"; validation loss {evaluation['val_loss']:.4f}, {evaluation['val_bpb']:.3f} bits/byte"
+        return f"{self.path} ({', '.join(facts)})"
+
     def build_model(self) -> GPT:
         model = GPT(self.config)
         try:
@@ -50,28 +58,6 @@ class Checkpoint:
         except ValueError as e:
             raise CheckpointError(f"{self.path}: {e}") from None
         return model
-
-
-def _write_atomically(path: Path, write):
-    """write(file) into a temporary sibling, flush it to disk, then rename over path."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, obj):
-    _write_atomically(path, lambda f: f.write(json.dumps(obj, indent=2).encode()))
-
-
-def _fsync_dir(path: Path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read_pointer(out_dir: Path) -> dict:
@@ -104,19 +90,20 @@ def save(out_dir, model: GPT, *, step: int, train_state: dict | None = None, opt
     tmp = out_dir / f".{name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    _write_atomically(tmp / "model.safetensors",
-                      lambda f: safetensors.save(model.params.values, f, {"format": "numpygpt"}))
-    _write_json(tmp / "config.json", model.config.to_dict())
-    _write_json(tmp / "train_state.json", {"step": step, **(train_state or {})})
+    # The folder is published by renaming it whole: its files need flushing, not renaming.
+    atomic.write_file(tmp / "model.safetensors", lambda f: safetensors.save(
+        model.params.values, f, {"format": "numpygpt"}), sync_folder=False)
+    atomic.write_json(tmp / "config.json", model.config.to_dict(), sync_folder=False)
+    atomic.write_json(tmp / "train_state.json", {"step": step, **(train_state or {})}, sync_folder=False)
     if optimizer_state is not None:
         state = optimizer_state
-        _write_atomically(tmp / "optimizer.safetensors", lambda f: safetensors.save(
-            {"m": state["m"], "v": state["v"]}, f, {"step": state["step"]}))
+        atomic.write_file(tmp / "optimizer.safetensors", lambda f: safetensors.save(
+            {"m": state["m"], "v": state["v"]}, f, {"step": state["step"]}), sync_folder=False)
     if tokenizer_files:
         (tmp / "tokenizer").mkdir()
         for file_name, content in tokenizer_files.items():
-            _write_atomically(tmp / "tokenizer" / file_name, lambda f: f.write(content))
-    _fsync_dir(tmp)
+            atomic.write_bytes(tmp / "tokenizer" / file_name, content)
+    atomic.fsync_dir(tmp)
     pointer = read_pointer(out_dir)
     if final.exists():  # re-saving the same step (e.g. best == latest): replace it whole
         old = out_dir / f".{name}.old-{os.getpid()}"
@@ -125,32 +112,53 @@ def save(out_dir, model: GPT, *, step: int, train_state: dict | None = None, opt
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, final)
-    _fsync_dir(out_dir)
+    atomic.fsync_dir(out_dir)
     pointer.update({tag: name for tag in tags})
-    _write_json(out_dir / POINTER, pointer)
-    _fsync_dir(out_dir)
+    atomic.write_json(out_dir / POINTER, pointer)
     for stale in out_dir.glob("step-*"):
         if stale.name not in pointer.values():
             shutil.rmtree(stale, ignore_errors=True)
     return final
 
 
-def resolve(path, tag: str = "latest") -> Path:
-    """An output directory (follow its pointer to `tag`) or a checkpoint directory itself."""
+def describe_checkpoints(out_dir: Path) -> str:
+    """"step-000200 (latest), step-000150 (best)": what an output directory holds."""
+    pointer = read_pointer(out_dir)
+    names = sorted(p.name for p in Path(out_dir).glob("step-*") if (p / "model.safetensors").exists())
+    tags = {name: [tag for tag, target in pointer.items() if target == name] for name in names}
+    return ", ".join(f"{name} ({', '.join(tags[name])})" if tags[name] else name for name in names) or "none"
+
+
+def resolve(path, which: str | None = None) -> Path:
+    """The checkpoint folder that `which` names in the output directory `path`: "best",
+    "latest", "step-N", or None for best when the run evaluated, else latest. `path` may
+    also be a checkpoint folder itself (then `which` must be None)."""
     path = Path(path)
-    if (path / "model.safetensors").exists():
+    if (path / "model.safetensors").exists() and which is None:
         return path
+    if not path.is_dir():
+        raise CheckpointError(f"no checkpoint at {path}: train one first (numpygpt train), or pass --out-dir")
     pointer = read_pointer(path)
-    if tag not in pointer:
-        if not path.exists():
-            raise CheckpointError(f"no checkpoint at {path}: run train.py first (or pass --out-dir)")
-        raise CheckpointError(f"no {tag} checkpoint in {path}: run train.py first (or pass --out-dir)")
-    return path / pointer[tag]
+    if which is None:
+        which = "best" if "best" in pointer else "latest"
+    if which in ("best", "latest"):
+        if which not in pointer:
+            raise CheckpointError(f"{path} holds no {which} checkpoint (it holds: {describe_checkpoints(path)}); "
+                                  "train one first (numpygpt train), or pass --out-dir")
+        return path / pointer[which]
+    match = re.fullmatch(r"step-?(\d+)", which)
+    if match is None:
+        raise CheckpointError(f"--checkpoint {which}: say best, latest or step-N (N a step number)")
+    folder = path / f"step-{int(match[1]):06d}"
+    if not folder.is_dir():
+        raise CheckpointError(f"{path} holds no checkpoint of step {int(match[1])}; it holds: "
+                              f"{describe_checkpoints(path)}")
+    return folder
 
 
-def load(path, tag: str = "latest") -> Checkpoint:
-    """Read a checkpoint (see `resolve` for what path may be)."""
-    path = resolve(path, tag)
+def load(path, which: str | None = None) -> Checkpoint:
+    """Read a checkpoint (see `resolve` for what path and which may be)."""
+    path = resolve(path, which)
     try:
         config = GPTConfig.from_dict(json.loads((path / "config.json").read_text()))
         tensors, _ = safetensors.load(path / "model.safetensors")

@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from ..generate import forward_with_cache
+from .generate import forward_with_cache
 
 
 class _SlotView:

@@ -1,6 +1,6 @@
 """Data-parallel training over MPI (mpi4py), with optional ZeRO stage 1.
 
-`mpiexec -n N python train.py ...` starts N ranks. Every rank holds the whole model. Each
+`mpiexec -n N numpygpt train ...` starts N ranks. Every rank holds the whole model. Each
 step every rank draws the same global batch of N*B windows (the same data generator on every
 rank) and keeps its B rows; dropout masks are the rows of the global batch's masks. After the
 backward pass the gradients, already scaled by 1/N, are summed across ranks by ONE
@@ -26,23 +26,17 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from . import kernels
-from .optim import AdamW, clip_grad_norm
-from .params import ALIGN
+from .. import kernels
+from ..errors import DistError, UserError
+from ..optim import AdamW, clip_grad_norm
+from ..params import ALIGN
 
 # What launchers tell their processes: MPICH's hydra (and Slurm's PMI) and Open MPI.
 LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
-# Test hook: NUMPYGPT_FAIL_AT=RANK:STEP makes that rank raise at that step, so the tests can
-# check that one failing rank stops every rank at once.
-FAIL_AT_VARIABLE = "NUMPYGPT_FAIL_AT"
 ABORT_GRACE_S = 1.0
 
 
-class DistError(Exception):
-    """The processes cannot work together (no mpi4py, a foreign mpiexec, diverged weights)."""
-
-
-class PeerFailed(Exception):
+class PeerFailed(UserError):
     """Raised on every rank when some rank failed in a `fail_together` block: str(e) is that
     rank's error ("rank 1: ..." when not every rank failed alike)."""
 
@@ -93,10 +87,6 @@ class Communicator:
     size = 1
     local_rank = 0  # among the ranks on this host
 
-    def __init__(self):
-        fail_at = os.environ.get(FAIL_AT_VARIABLE)
-        self.fail_at = tuple(int(part) for part in fail_at.split(":")) if fail_at else None
-
     def allreduce_sum(self, buffer: np.ndarray):
         """buffer (any shape) <- its sum over ranks, in place."""
 
@@ -146,11 +136,6 @@ class Communicator:
             differ = [r for r, d in enumerate(digests) if d != digests[0]]
             raise DistError(f"{what} differ across ranks (rank 0 vs rank{'s' if len(differ) > 1 else ''} "
                             f"{', '.join(map(str, differ))})")
-
-    def maybe_fail(self, step: int):
-        """The test hook (FAIL_AT_VARIABLE): raise if this rank was asked to fail at `step`."""
-        if self.fail_at == (self.rank, step):
-            raise RuntimeError(f"injected failure at step {step} ({FAIL_AT_VARIABLE})")
 
     @contextmanager
     def fail_together(self, expected=()):
@@ -211,7 +196,6 @@ class MPICommunicator(Communicator):
     """The ranks of an MPI communicator (mpi4py), e.g. MPI.COMM_WORLD under mpiexec."""
 
     def __init__(self, comm):
-        super().__init__()
         from mpi4py import MPI
         self.MPI = MPI
         self.comm = comm

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import ConfigError
+
 
 def softmax(logits):
     """logits: (B, V) -> probabilities (B, V) float64. A -inf logit gets probability 0."""
@@ -72,11 +74,11 @@ class Sampler:
 
     def __post_init__(self):
         if not self.temperature >= 0:  # also rejects NaN
-            raise ValueError(f"temperature must be 0 (greedy) or more, got {self.temperature}")
+            raise ConfigError(f"temperature must be 0 (greedy) or more, got {self.temperature}")
         if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"top_k must be at least 1, got {self.top_k}")
+            raise ConfigError(f"top_k must be at least 1, got {self.top_k}")
         if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
 
     def __call__(self, logits, rng):
         """logits: (B, V) float; rng: numpy Generator -> (B,) int64 token ids."""

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .data import DataError
+from ..errors import DataError
 
 SEPARATOR = b"<|endoftext|>"
 BLOCK_BYTES = 1 << 20      # read size

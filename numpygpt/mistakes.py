@@ -1,14 +1,13 @@
 """Deliberately wrong backward passes, one classic mistake per layer.
 
-`python -m numpygpt.gradcheck --break LAYER` swaps one of these in, to show how a finite-
-difference check catches a dropped term: the relative error jumps from ~1e-10 to ~1e-1.
-They live here, beside the tests, and never in the real code path.
+`numpygpt gradcheck --break LAYER` swaps one of these in (numpygpt.gradcheck.broken), to show
+how a finite-difference check catches a dropped term: the relative error jumps from ~1e-10 to
+~1e-1. Nothing but the gradient check uses them.
 """
 import numpy as np
 
-from numpygpt import layers
-from numpygpt.gradcheck import CorrectLayers
-from numpygpt.loss import SoftmaxCrossEntropy
+from . import layers
+from .loss import SoftmaxCrossEntropy
 
 
 class EmbeddingAssignsInsteadOfAdds(layers.Embedding):
@@ -54,6 +53,11 @@ class AttentionWithoutSoftmaxSubtraction(layers.CausalSelfAttention):
             layers.kernels.causal_softmax_backward = real
 
 
+class DropoutWithoutScale(layers.Dropout):
+    def backward(self, dout):
+        return super().backward(dout) * (1.0 - self.p)
+
+
 class MLPSkippingGELU(layers.MLP):
     def backward(self, dout):
         return self.c_fc.backward(self.c_proj.backward(self.dropout.backward(dout)))
@@ -90,22 +94,12 @@ BREAKS = {
     "gelu": ("GELU", GELUWithoutTanhDerivative, "the derivative of tanh is dropped"),
     "attention": ("CausalSelfAttention", AttentionWithoutSoftmaxSubtraction,
                   "the softmax Jacobian's subtraction of rowsum(dP * P) is dropped"),
+    "dropout": ("Dropout", DropoutWithoutScale, "the survivors' 1/(1 - p) scale is left out of the gradient"),
     "mlp": ("MLP", MLPSkippingGELU, "the gradient skips GELU's backward"),
     "block": ("Block", BlockWithoutResidualPath, "the residual's identity path is dropped"),
+    "lm-head": ("LMHead", LMHeadForgettingTiedUse, "the weight's gradient is never accumulated"),
     "cross-entropy": ("SoftmaxCrossEntropy", CrossEntropyWithoutMean, "the 1/n of the mean is forgotten"),
     "adamw": ("adamw", staticmethod(adamw_without_bias_correction), "the bias correction is left out"),
 }
 
-
-def broken(name):
-    """CorrectLayers with `name`'s backward replaced by its broken variant."""
-    if name == "model":
-        class Broken(CorrectLayers):
-            mistake = "the tied embedding's second use (the LM head) adds nothing to its gradient"
-
-            @staticmethod
-            def patch_model(model):
-                model.lm_head = LMHeadForgettingTiedUse(model.params, "wte.weight")
-        return Broken
-    attribute, replacement, mistake = BREAKS[name]
-    return type("Broken", (CorrectLayers,), {attribute: replacement, "mistake": mistake})
+MODEL_MISTAKE = "the tied embedding's second use (the LM head) adds nothing to its gradient"

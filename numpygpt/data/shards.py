@@ -1,8 +1,8 @@
 """Token shards: a corpus larger than memory tokenized once, on every core, into fixed-size
 files that training memory-maps; an interrupted preparation resumes where it stopped.
 
-    python -m numpygpt.data prepare INPUT --out DIR [--tokenizer gpt2|FOLDER]
-    python train.py --data DIR
+    numpygpt prepare INPUT --out DIR [--tokenizer gpt2|FOLDER]
+    numpygpt train --data DIR
 
     DIR/manifest.json      settings, input files, each finished shard with the input position
                            reached when it was finished; "complete" once all input is done
@@ -22,15 +22,12 @@ unfinished shards, and only then renamed to NAME. Running the same command again
 rename, cuts the unfinished shards back to their recorded length and reads the input on from
 the recorded position, which gives the same bytes as a run never interrupted.
 """
-import argparse
 import functools
 import hashlib
 import itertools
 import json
 import os
-import shutil
 import struct
-import sys
 import time
 from bisect import bisect_right
 from concurrent.futures import ThreadPoolExecutor
@@ -39,9 +36,15 @@ from pathlib import Path
 
 import numpy as np
 
-from bpe.files import VocabError, find_vocab_files
+from bpe.files import find_vocab_files
+
+from ..errors import ConfigError, DataError
+from ..formats import atomic
+from ..progress import Progress, bar, format_seconds
 from .corpus import Corpus, Position, Segment
-from .data import DataError, Dataset, default_data_dir, gpt2_tokenizer_dir, load_tokenizer
+from .dataset import Dataset
+from .sources import data_home
+from .tokenizers import load_tokenizer, tokenizer_folder
 
 HEADER = struct.Struct("<8sIIQ32s8x")  # magic, version, bytes per token, token count, vocabulary SHA-256
 MAGIC = b"NPGTOKNS"
@@ -61,9 +64,9 @@ class ShardSettings:
 
     def __post_init__(self):
         if self.shard_tokens < 1:
-            raise ValueError(f"--shard-tokens must be at least 1, got {self.shard_tokens}")
+            raise ConfigError(f"--shard-tokens must be at least 1, got {self.shard_tokens}")
         if not 0 <= self.val_fraction < 1:
-            raise ValueError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+            raise ConfigError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
 
 
 def in_validation(document: int, seed: int, val_fraction: float) -> bool:
@@ -89,12 +92,6 @@ def token_dtype(n_vocab: int) -> np.dtype:
 
 def is_shard_dir(path) -> bool:
     return path is not None and (Path(path) / "manifest.json").is_file()
-
-
-def write_json_atomically(path: Path, obj):
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
 
 
 def read_manifest(folder: Path) -> dict:
@@ -219,31 +216,6 @@ def batches(segments, max_chars: int):
         yield batch
 
 
-class ProgressLine:
-    """`[#########...............]  37% | 120/325 MB | 41.2 MB/s | 31,234,567 tokens | ETA
-    00:00:05` on stderr: redrawn in place on a terminal, printed every 10 s otherwise. The
-    rate and ETA count on-disk (compressed) input bytes."""
-
-    def __init__(self, total_bytes: int, start_bytes: int, stream=sys.stderr):
-        self.total, self.start_bytes, self.stream = total_bytes, start_bytes, stream
-        self.tty = stream.isatty()
-        self.start_time = self.last_print = time.time()
-
-    def update(self, bytes_read: int, tokens: int, final: bool = False):
-        now = time.time()
-        if not final and now - self.last_print < (0.5 if self.tty else 10):
-            return
-        self.last_print = now
-        rate = (bytes_read - self.start_bytes) / max(now - self.start_time, 1e-9)
-        eta = (self.total - bytes_read) / rate if rate > 0 else 0
-        done = bytes_read / max(self.total, 1)
-        bar = "#" * int(24 * done)
-        line = (f"[{bar:.<24}] {100 * done:3.0f}% | {bytes_read / 1e6:,.0f}/{self.total / 1e6:,.0f} MB | "
-                f"{rate / 1e6:.1f} MB/s | {tokens:,} tokens | ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}")
-        self.stream.write(("\r" + line + "\033[K" + ("\n" if final else "")) if self.tty else line + "\n")
-        self.stream.flush()
-
-
 class Preparation:
     """One run of `prepare`: fresh, or continuing the manifest found in the output folder."""
 
@@ -272,7 +244,7 @@ class Preparation:
         if self.out.exists() and any(self.out.iterdir()):
             raise DataError(f"{self.out} is not empty and holds no manifest.json; pass a new or empty --out folder")
         self.out.mkdir(parents=True, exist_ok=True)
-        write_json_atomically(self.out / "manifest.json", manifest)
+        atomic.write_json(self.out / "manifest.json", manifest)
         return manifest
 
     def resume(self, wanted: dict) -> dict:
@@ -309,7 +281,8 @@ class Preparation:
         self.documents, self.text_bytes = dict(cursor["documents"]), dict(cursor["text_bytes"])
         self.position = Position(**cursor["position"])
         already_read = sum(self.corpus.sizes[:self.position.file])
-        self.progress = ProgressLine(self.corpus.total_bytes, already_read) if progress else None
+        self.progress = Progress(quiet=not progress)
+        self.start_bytes, self.start_time = already_read, time.time()
         encode = functools.partial(self.tokenizer.encode_batch, num_threads=self.workers, disallowed_special=())
         # Encode a batch on the worker threads while this thread reads the next one and
         # writes the one before.
@@ -327,8 +300,8 @@ class Preparation:
         for writer in self.writers.values():
             writer.close()
         self.checkpoint(complete=True)
-        if self.progress:
-            self.progress.update(self.corpus.total_bytes, self.tokens(), final=True)
+        self.show_progress(self.corpus.total_bytes, final=True)
+        self.progress.close()
         return self.manifest
 
     def write(self, batch: list[Segment], future):
@@ -349,8 +322,17 @@ class Preparation:
         self.position = batch[-1].end
         if any(writer.finished for writer in self.writers.values()):
             self.checkpoint()
-        if self.progress:
-            self.progress.update(self.corpus.bytes_read(), self.tokens())
+        self.show_progress(self.corpus.bytes_read())
+
+    def show_progress(self, bytes_read: int, final: bool = False):
+        """`[#########...............]  37% | 120/325 MB | 41.2 MB/s | 31,234,567 tokens | ETA
+        0:05`; the rate and ETA count on-disk (compressed) input bytes."""
+        total = self.corpus.total_bytes
+        rate = (bytes_read - self.start_bytes) / max(time.time() - self.start_time, 1e-9)
+        eta = (total - bytes_read) / rate if rate > 0 else 0
+        done = bytes_read / max(total, 1)
+        self.progress.status(f"{bar(done)} {100 * done:3.0f}% | {bytes_read / 1e6:,.0f}/{total / 1e6:,.0f} MB | "
+                             f"{rate / 1e6:.1f} MB/s | {self.tokens():,} tokens | ETA {format_seconds(eta)}", final)
 
     def tokens(self) -> int:
         return sum(s["tokens"] for s in self.manifest["shards"]) + sum(w.count for w in self.writers.values())
@@ -367,7 +349,7 @@ class Preparation:
         self.manifest["cursor"] = {"position": self.position.to_dict(),
                                    "open_shard_tokens": {s: w.count for s, w in self.writers.items()},
                                    "documents": dict(self.documents), "text_bytes": dict(self.text_bytes)}
-        write_json_atomically(self.out / "manifest.json", self.manifest)
+        atomic.write_json(self.out / "manifest.json", self.manifest)
         publish(self.out, new)
 
     def copy_tokenizer(self):
@@ -375,9 +357,7 @@ class Preparation:
         folder = self.out / "tokenizer"
         folder.mkdir(exist_ok=True)
         for source in find_vocab_files(self.tokenizer_dir):
-            tmp = folder / (source.name + ".tmp")
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, folder / source.name)
+            atomic.write_bytes(folder / source.name, source.read_bytes())
 
 
 def prepare(input_path, out_dir, tokenizer_dir, settings: ShardSettings = ShardSettings(),
@@ -438,22 +418,7 @@ class ShardedTokens:
                              self.start + n * (rank + 1) // world_size)
 
 
-def tokenizer_folder(spec: str, data_dir: Path) -> Path:
-    """spec "gpt2" (GPT-2's vocabulary, downloaded once) or a folder with a vocabulary."""
-    if spec == "gpt2":
-        try:
-            return gpt2_tokenizer_dir(data_dir)
-        except OSError as e:
-            raise DataError(f"GPT-2's vocabulary is not cached in {data_dir} and cannot be downloaded "
-                            f"({getattr(e, 'reason', e)}); pass --tokenizer FOLDER") from None
-    try:
-        find_vocab_files(spec)
-    except VocabError as e:
-        raise DataError(str(e)) from None
-    return Path(spec)
-
-
-def load_dataset(folder, tokenizer: str | None = None, data_dir: Path | None = None, rank: int = 0,
+def load_shards(folder, tokenizer: str | None = None, home: Path | None = None, rank: int = 0,
                  world_size: int = 1) -> Dataset:
     """The Dataset of a finished shard folder. tokenizer: None for the shards' own, else
     "gpt2" or a folder, which must hold the shards' vocabulary. rank/world_size: this
@@ -462,12 +427,12 @@ def load_dataset(folder, tokenizer: str | None = None, data_dir: Path | None = N
     manifest = read_manifest(folder)
     if not manifest["complete"]:
         raise DataError(f"{folder} is unfinished (its preparation stopped); run "
-                        f"python -m numpygpt.data prepare again with the same arguments to finish it")
+                        f"numpygpt prepare again with the same arguments to finish it")
     vocab_hash = manifest["tokenizer"]["vocab_hash"]
     if tokenizer is not None:
         if tokenizer == "train":
             raise DataError(f"{folder} is tokenized already; leave --tokenizer out to use its vocabulary")
-        other = tokenizer_folder(tokenizer, data_dir or default_data_dir())
+        other = tokenizer_folder(tokenizer, home or data_home())
         if vocabulary_hash(load_tokenizer(other)) != vocab_hash:
             raise DataError(f"tokenizer {tokenizer} does not match the vocabulary the shards in {folder} were "
                             f"made with; leave --tokenizer out to use theirs ({folder / 'tokenizer'})")
@@ -480,55 +445,3 @@ def load_dataset(folder, tokenizer: str | None = None, data_dir: Path | None = N
         splits[split] = ShardedTokens([folder / s["file"] for s in shards], [s["tokens"] for s in shards], dtype)
     return Dataset(splits["train"].part(rank, world_size), splits["val"], folder / "tokenizer", folder.name,
                    manifest["cursor"]["text_bytes"]["val"])
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="numpygpt.data", description="Training data tools.")
-    commands = p.add_subparsers(dest="command", required=True)
-    prep = commands.add_parser(
-        "prepare", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        help="tokenize a corpus of any size into shards for train.py --data DIR",
-        description="Tokenize a corpus of any size into shards for train.py --data DIR. "
-                    "Run the same command again to resume an interrupted preparation.")
-    prep.add_argument("input", help="a .txt or .jsonl file (a \"text\" field per line), or a folder of them; "
-                                    "also .gz, or .zst with the zstandard package")
-    prep.add_argument("--out", required=True, help="folder for the shards and manifest.json")
-    prep.add_argument("--tokenizer", default="gpt2", help="'gpt2' or a folder with encoder.json + vocab.bpe")
-    defaults = ShardSettings()
-    prep.add_argument("--shard-tokens", type=int, default=defaults.shard_tokens, help="token ids per shard")
-    prep.add_argument("--val-fraction", type=float, default=defaults.val_fraction,
-                      help="share of documents for validation")
-    prep.add_argument("--seed", type=int, default=defaults.seed, help="decides which documents are validation")
-    prep.add_argument("--workers", type=int, help="encoding threads (default: every core)")
-    return p
-
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        settings = ShardSettings(args.shard_tokens, args.val_fraction, args.seed)
-        if args.workers is not None and args.workers < 1:
-            raise ValueError(f"--workers must be at least 1, got {args.workers}")
-        corpus = Corpus(args.input)  # first: a missing input is the likelier mistake
-        tokenizer_dir = tokenizer_folder(args.tokenizer, default_data_dir())
-        manifest = Preparation(corpus, tokenizer_dir, args.out, settings, args.workers).run()
-    except (DataError, ValueError) as e:
-        print(f"numpygpt.data: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\nnumpygpt.data: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
-    counts = {split: (sum(s["tokens"] for s in manifest["shards"] if s["split"] == split),
-                      sum(s["split"] == split for s in manifest["shards"]),
-                      manifest["cursor"]["documents"][split]) for split in SPLITS}
-    print("; ".join(f"{split}: {tokens:,} tokens in {n} shard{'s' * (n != 1)} from {docs:,} documents"
-                    for split, (tokens, n, docs) in counts.items()), file=sys.stderr)
-    if not counts["val"][2]:
-        print("note: no document went to validation; split the text into more documents (files, "
-              "<|endoftext|>, or .jsonl lines) or raise --val-fraction", file=sys.stderr)
-    print(f"train with: python train.py --data {args.out}", file=sys.stderr)
-    return 0
