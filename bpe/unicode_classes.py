@@ -13,18 +13,12 @@ checks the table against both on every code point they can be given (all but the
 which no UTF-8 text holds). The installed `regex` package plays no part, so bpe's ids do not
 change when it is upgraded.
 
-The table lives in unicode_classes.txt beside this file, as hex ranges per class, read once at
-import. `python -m bpe.unicode_classes` writes it again from Unicode 16.0.0 data: Python's
-own `unicodedata` where it is that version (Python 3.14), else the `unicodedata2==16.0.0`
-package. \\p{L} is the general categories Lu Ll Lt Lm Lo, \\p{N} is Nd Nl No, and \\s is the
-White_Space property, which in Unicode 16.0 is the separators (Zs Zl Zp) and U+0009..U+000D
-and U+0085.
+The table lives in unicode_classes.txt beside this file, as hex ranges per class, read once on
+first use; `python -m bpe.write_unicode_classes` writes it from the Unicode 16.0.0 database.
 """
 from __future__ import annotations
 
 import functools
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +30,6 @@ N_CODE_POINTS = 0x110000
 # Code-point classes of the scanner: the three character sets the pattern names, and the rest.
 OTHER, LETTER, NUMBER, SPACE = 0, 1, 2, 3
 CLASS_NAMES = {LETTER: "letter", NUMBER: "number", SPACE: "space"}
-CATEGORY_CLASSES = {"L": LETTER, "N": NUMBER, "Z": SPACE}  # by a category's first letter
-SPACE_CONTROLS = (0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x85)  # White_Space outside the separators
 
 
 @functools.cache
@@ -65,53 +57,3 @@ def codepoint_classes() -> np.ndarray:
         for first, last in ranges:
             classes[first:last + 1] = cls
     return classes
-
-
-def classes_from_unicode_data(unicodedata) -> np.ndarray:
-    """(0x110000,) uint8 classes from a `unicodedata`-like module's general categories."""
-    classes = np.full(N_CODE_POINTS, OTHER, dtype=np.uint8)
-    for cp in range(N_CODE_POINTS):
-        classes[cp] = CATEGORY_CLASSES.get(unicodedata.category(chr(cp))[0], OTHER)
-    classes[list(SPACE_CONTROLS)] = SPACE
-    return classes
-
-
-def format_table(classes: np.ndarray) -> str:
-    """unicode_classes.txt's text for `classes`: per class, lines of hex ranges."""
-    lines = [f"# GPT-2's pattern classes in Unicode {UNICODE_VERSION} as hex code point ranges.",
-             "# Written by `python -m bpe.unicode_classes`; see bpe/unicode_classes.py."]
-    for cls, name in CLASS_NAMES.items():
-        member = np.concatenate([[False], classes == cls, [False]])
-        edges = np.flatnonzero(member[1:] != member[:-1])  # each run's start, then its end
-        items = [f"{first:x}" if first == end - 1 else f"{first:x}-{end - 1:x}"
-                 for first, end in zip(edges[::2], edges[1::2])]
-        lines += textwrap.wrap(" ".join(items), 92, initial_indent=f"{name} ",
-                               subsequent_indent=f"{name} ", break_on_hyphens=False)
-    return "\n".join(lines) + "\n"
-
-
-def unicode_16_data():
-    """A `unicodedata` module of Unicode 16.0.0: Python's own, else unicodedata2's."""
-    import unicodedata
-    if unicodedata.unidata_version == UNICODE_VERSION:
-        return unicodedata
-    try:
-        import unicodedata2
-    except ImportError:
-        unicodedata2 = None
-    if unicodedata2 is None or unicodedata2.unidata_version != UNICODE_VERSION:
-        raise SystemExit(f"python -m bpe.unicode_classes: error: needs Unicode "
-                         f"{UNICODE_VERSION} data, which this Python's unicodedata "
-                         f"({unicodedata.unidata_version}) is not; run "
-                         f"'pip install unicodedata2=={UNICODE_VERSION}' or use Python 3.14")
-    return unicodedata2
-
-
-def main() -> None:
-    TABLE_PATH.write_text(format_table(classes_from_unicode_data(unicode_16_data())),
-                          encoding="ascii")
-    print(f"wrote {TABLE_PATH.name} (Unicode {UNICODE_VERSION})", file=sys.stderr)
-
-
-if __name__ == "__main__":
-    main()

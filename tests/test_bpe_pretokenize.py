@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bpe.pretokenize import GPT2_PATTERN, split, split_reference, utf8
-from bpe.unicode_classes import LETTER, NUMBER, OTHER, SPACE, codepoint_classes
+from bpe.unicode_classes import LETTER, NUMBER, OTHER, SPACE, TABLE_PATH, codepoint_classes
+from bpe.write_unicode_classes import classes_from_unicode_data, format_table, unicode_16_data
 
 # Characters where the pattern's alternatives meet: every kind of whitespace, the letters of
 # the contractions in both cases, apostrophes, digits of several scripts, punctuation,
@@ -82,6 +83,15 @@ def test_codepoint_classes_follow_unicode_16():
     assert [classes[ord(c)] for c in "'!\u0301\x1c👍\u200b\ue000"] == [OTHER] * 7
     # Letters of Unicode 17.0 and 18.0, unassigned in 16.0: no class, whatever `regex` knows.
     assert [classes[ord(c)] for c in "\u0c5c\ua7ce\u209d\u209e\u209f\U0001d6a6"] == [OTHER] * 6
+
+
+def test_table_file_is_what_its_generator_writes_from_unicode_16():
+    try:
+        database = unicode_16_data()
+    except SystemExit as missing:
+        pytest.skip(str(missing))
+    assert format_table(classes_from_unicode_data(database)) == \
+        TABLE_PATH.read_text(encoding="ascii")
 
 
 @pytest.mark.parametrize("text, pieces", [("\u209f'll", ["\u209f'", "ll"]),
