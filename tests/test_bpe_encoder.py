@@ -87,7 +87,7 @@ class ReferenceGPT2:
 
 @pytest.fixture(scope="session")
 def gpt2(gpt2_dir):
-    return bpe.load(gpt2_dir)
+    return bpe.gpt2(gpt2_dir)
 
 
 @pytest.fixture(scope="session")
