@@ -2,7 +2,7 @@
 a trainer for new vocabularies in GPT-2's file format.
 
     import bpe
-    enc = bpe.gpt2("../shared/gpt2")          # folder with GPT-2's encoder.json + vocab.bpe
+    enc = bpe.gpt2("gpt2")                    # folder with GPT-2's encoder.json + vocab.bpe
     ids = enc.encode("Hello world")           # [15496, 995], GPT-2's ids (tiktoken's too)
     enc.decode(ids)                           # 'Hello world'
     ids, offsets = enc.encode_ordinary_batch_to_numpy(texts)  # uint32 ids of all texts

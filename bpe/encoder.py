@@ -362,8 +362,8 @@ class Tokenizer:
     n_vocab, max_token_value, eot_token, special_tokens_set. Each behaves as tiktoken's does
     and raises what it raises (tests/test_bpe_tiktoken.py compares them), except that a bad
     argument tiktoken lets through (an unknown name in allowed_special, a negative id) is
-    refused here with a ValueError, and eot_token is None rather than a KeyError in a
-    vocabulary without <|endoftext|>.
+    refused here with a ValueError, eot_token is None rather than a KeyError in a vocabulary
+    without <|endoftext|>, and num_threads defaults to every core rather than 8.
 
     tokens: the bytes of every id 0..n_vocab-1 (a special token's bytes are its UTF-8 text).
         Every single byte must be among them.
