@@ -14,7 +14,9 @@ can fail to: BPE may reach its bytes by another route. Those stay out of the tab
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
+import operator
 import os
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +32,8 @@ from .pretokenize import codepoint_classes, piece_end, split_reference, utf8
 from .tables import (WORD_BYTES, copy_range, empty_word_table, pair_get, pair_table, word_get,
                      word_put)
 
+# vocabulary_digest of GPT-2's vocabulary, by which `gpt2` knows its files
+GPT2_DIGEST = "9944afef19803dce5ab867b2bd5da3da8e224520021f4bffa6eda77d4df29565"
 LONG_WORD = 256  # pieces longer than this many bytes take the heap kernel
 CACHE_WORDS = 8192  # most multi-token pieces one kernel call remembers
 NO_MERGE = np.int64(1) << np.int64(62)  # rank of a pair with no merge: above every rank
@@ -280,6 +284,16 @@ def encode_texts(data, text_ends, classes, t):
     return out[:n_out], id_ends
 
 
+@njit(nogil=True, cache=True)
+def encode_texts_to_uint32(data, text_ends, classes, t):
+    """`encode_texts` with the ids in a uint32 array of their own length (tiktoken's type
+    for id arrays), so the caller keeps no buffer sized for the bytes."""
+    ids, id_ends = encode_texts(data, text_ends, classes, t)
+    out = np.empty(len(ids), dtype=np.uint32)
+    copy_range(ids, 0, out, 0, len(ids))
+    return out, id_ends
+
+
 @njit(cache=True)
 def word_table(pool, offsets, tokens):
     """A word table mapping the bytes of each id in `tokens` to the id."""
@@ -307,22 +321,49 @@ def tokens_encoding_to_themselves(candidates, t):
 
 
 @njit(nogil=True, cache=True)
-def decode_ids(ids, pool, offsets):
-    """uint8 bytes of token ids `ids` (int64, all in range) laid end to end."""
+def decode_ids(ids, id_ends, pool, offsets):
+    """Decode many sequences of token ids at once; returns (data, byte_ends).
+
+    ids: int64, all in range, the sequences end to end; sequence k's end at id_ends[k].
+    data: uint8, their bytes end to end; sequence k's bytes end at byte_ends[k].
+    """
+    byte_ends = np.empty(len(id_ends), dtype=np.int64)
     total = 0
-    for token in ids:
-        total += offsets[token + 1] - offsets[token]
+    start = 0
+    for k in range(len(id_ends)):
+        for i in range(start, id_ends[k]):
+            total += offsets[ids[i] + 1] - offsets[ids[i]]
+        byte_ends[k] = total
+        start = id_ends[k]
     out = np.empty(total, dtype=np.uint8)
     n = 0
     for token in ids:
         for i in range(offsets[token], offsets[token + 1]):
             out[n] = pool[i]
             n += 1
-    return out
+    return out, byte_ends
+
+
+class UnknownTokenError(KeyError, ValueError):
+    """An id or a byte string that is no token of the vocabulary: a KeyError, as tiktoken
+    raises for it, and a ValueError, like every other bad argument to the tokenizer."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])  # KeyError's own would quote the message
 
 
 class Tokenizer:
-    """A byte-level BPE tokenizer with GPT-2's pre-tokenizer; API close to tiktoken's.
+    """A byte-level BPE tokenizer with GPT-2's pre-tokenizer and tiktoken's API.
+
+    Encoding: encode, encode_ordinary, encode_batch, encode_ordinary_batch, encode_to_numpy,
+    encode_single_token, and encode_ordinary_batch_to_numpy (no tiktoken twin: every text's
+    ids in one uint32 array). Decoding: decode, decode_bytes, decode_batch,
+    decode_bytes_batch, decode_single_token_bytes, decode_tokens_bytes. The vocabulary:
+    n_vocab, max_token_value, eot_token, special_tokens_set. Each behaves as tiktoken's does
+    and raises what it raises (tests/test_bpe_tiktoken.py compares them), except that a bad
+    argument tiktoken lets through (an unknown name in allowed_special, a negative id) is
+    refused here with a ValueError, eot_token is None rather than a KeyError in a vocabulary
+    without <|endoftext|>, and num_threads defaults to every core rather than 8.
 
     tokens: the bytes of every id 0..n_vocab-1 (a special token's bytes are its UTF-8 text).
         Every single byte must be among them.
@@ -363,7 +404,10 @@ class Tokenizer:
                                  f"a token; add it to the vocabulary")
             merge_result.append(merged)
         self._tables = self._build_tables(ids_of_bytes, merge_result)
-        self._ordinary_ids = list(ids_of_bytes.values())
+        # bytes -> id of every token; an ordinary token wins over a special one of the same
+        # bytes, as in tiktoken
+        self._token_ids = {**{text.encode("utf-8"): token
+                              for text, token in self.special_tokens.items()}, **ids_of_bytes}
 
     def _build_tables(self, ids_of_bytes: dict[bytes, int],
                       merge_result: list[int]) -> EncoderTables:
@@ -426,13 +470,23 @@ class Tokenizer:
         return len(self.tokens)
 
     @property
+    def max_token_value(self) -> int:
+        """The largest token id: ids run 0..max_token_value."""
+        return len(self.tokens) - 1
+
+    @property
     def eot_token(self) -> int | None:
         """The id of `<|endoftext|>`, or None if the vocabulary has no such special token."""
         return self.special_tokens.get("<|endoftext|>")
 
+    @property
+    def special_tokens_set(self) -> set[str]:
+        """The texts of the special tokens (a new set each time)."""
+        return set(self.special_tokens)
+
     def encode_ordinary(self, text: str) -> list[int]:
         """Token ids of `text`, in which special-token text is ordinary text."""
-        return self._encode_group([text], frozenset(), frozenset())[0]
+        return self._encode_group([text], frozenset(), frozenset())[0].tolist()
 
     def encode(self, text: str, *, allowed_special: Collection[str] | str = frozenset(),
                disallowed_special: Collection[str] | str = "all") -> list[int]:
@@ -446,7 +500,14 @@ class Tokenizer:
         `encode(text, allowed_special="all")` gives [50256] for it with GPT-2's vocabulary.
         """
         return self._encode_group([text], *self._special_sets(allowed_special,
-                                                              disallowed_special))[0]
+                                                              disallowed_special))[0].tolist()
+
+    def encode_to_numpy(self, text: str, *,
+                        allowed_special: Collection[str] | str = frozenset(),
+                        disallowed_special: Collection[str] | str = "all") -> np.ndarray:
+        """`encode` as a uint32 array, made by the kernel: no Python list of the ids."""
+        sets = self._special_sets(allowed_special, disallowed_special)
+        return self._encode_group([text], *sets, kernel=encode_texts_to_uint32)[0]
 
     def encode_batch(self, texts: Iterable[str], *, num_threads: int | None = None,
                      allowed_special: Collection[str] | str = frozenset(),
@@ -455,45 +516,127 @@ class Tokenizer:
 
         The Numba kernel releases the GIL, so the threads encode at once.
         """
-        texts = list(texts)
         allowed, disallowed = self._special_sets(allowed_special, disallowed_special)
-        num_threads = num_threads or os.cpu_count() or 1
-        groups = split_evenly(texts, 4 * num_threads)  # several per thread, for balance
-        with ThreadPoolExecutor(num_threads) as pool:
-            results = pool.map(lambda group: self._encode_group(group, allowed, disallowed),
-                               groups)
-            return [ids for group in results for ids in group]
+
+        def encode_group(group: list[str]) -> list[list[int]]:
+            return ids_per_text(*self._encode_group(group, allowed, disallowed))
+        return [ids for group in map_groups(encode_group, list(texts), num_threads)
+                for ids in group]
+
+    def encode_ordinary_batch(self, texts: Iterable[str], *,
+                              num_threads: int | None = None) -> list[list[int]]:
+        """`encode_ordinary` of each text, on `num_threads` threads (default: every core)."""
+        return self.encode_batch(texts, num_threads=num_threads, disallowed_special=())
+
+    def encode_ordinary_batch_to_numpy(self, texts: Iterable[str], *,
+                                       num_threads: int | None = None
+                                       ) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, offsets): `encode_ordinary` of every text in one array, for corpora.
+
+        ids: uint32, the texts' ids end to end; text k's are ids[offsets[k]:offsets[k + 1]].
+        offsets: (len(texts) + 1,) int64, starting at 0.
+        Each thread's kernel call makes its texts' array without the GIL, so no Python int
+        is made per id; the threads' arrays are then joined.
+        """
+        def encode_group(group: list[str]) -> tuple[np.ndarray, np.ndarray]:
+            return self._encode_group(group, frozenset(), frozenset(),
+                                      kernel=encode_texts_to_uint32)
+        groups = map_groups(encode_group, list(texts), num_threads)
+        ids = np.concatenate([np.empty(0, dtype=np.uint32), *(ids for ids, _ in groups)])
+        # Each group's offsets start at 0: shift them by the ids of the groups before it.
+        shifts = np.cumsum([0] + [len(group_ids) for group_ids, _ in groups[:-1]])
+        offsets = np.concatenate([np.zeros(1, dtype=np.int64),
+                                  *(group_offsets[1:] + shift
+                                    for (_, group_offsets), shift in zip(groups, shifts))])
+        return ids, offsets
+
+    def encode_single_token(self, text_or_bytes: str | bytes) -> int:
+        """The id of the one token (special ones included) whose bytes are `text_or_bytes`;
+        raises KeyError (UnknownTokenError) if no token has them."""
+        if isinstance(text_or_bytes, str):
+            token_bytes = text_or_bytes.encode("utf-8")
+        elif isinstance(text_or_bytes, bytes):
+            token_bytes = text_or_bytes
+        else:
+            raise TypeError(f"encode_single_token takes str or bytes, not "
+                            f"{type(text_or_bytes).__name__}")
+        token = self._token_ids.get(token_bytes)
+        if token is None:
+            raise UnknownTokenError(f"{text_or_bytes!r} is not one token of this vocabulary; "
+                                    f"encode() gives the ids of any text")
+        return token
 
     def encode_ordinary_reference(self, text: str) -> list[int]:
-        """`encode_ordinary` in plain Python (regex + `merge_word_reference`), for tests."""
-        ids_of_bytes = {self.tokens[token]: token for token in self._ordinary_ids}
+        """`encode_ordinary` in plain Python (re + `merge_word_reference`), for tests."""
         ranks = {pair: rank for rank, pair in enumerate(self.merges)}
         merge_result = self._tables.merge_result.tolist()
         ids = []
         for piece in split_reference(text):
-            word = [ids_of_bytes[bytes([b])] for b in utf8(piece)]
+            word = [self._token_ids[bytes([b])] for b in utf8(piece)]
             ids += merge_word_reference(word, ranks, merge_result)
         return ids
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
-        """The bytes of token ids `ids`; raises ValueError for an id outside 0..n_vocab-1."""
+        """The bytes of token ids `ids`; raises UnknownTokenError (a KeyError, as in tiktoken,
+        and a ValueError) for an id outside 0..n_vocab-1."""
+        return self._decode_group([self._id_array(ids)])[0]
+
+    def decode(self, ids: Iterable[int], errors: str = "replace") -> str:
+        """The text of token ids `ids`. Bytes that are not valid UTF-8 (such as half a
+        character cut by the end of `ids`) become U+FFFD, or are handled as `errors` says
+        (as in bytes.decode: "strict" raises UnicodeDecodeError)."""
+        return self.decode_bytes(ids).decode("utf-8", errors=errors)
+
+    def decode_bytes_batch(self, batch: Iterable[Iterable[int]], *,
+                           num_threads: int | None = None) -> list[bytes]:
+        """`decode_bytes` of each sequence of ids in `batch`, on `num_threads` threads."""
+        arrays = [self._id_array(ids) for ids in batch]
+        return [data for group in map_groups(self._decode_group, arrays, num_threads)
+                for data in group]
+
+    def decode_batch(self, batch: Iterable[Iterable[int]], *, errors: str = "replace",
+                     num_threads: int | None = None) -> list[str]:
+        """`decode` of each sequence of ids in `batch`, on `num_threads` threads."""
+        return [data.decode("utf-8", errors=errors)
+                for data in self.decode_bytes_batch(batch, num_threads=num_threads)]
+
+    def decode_single_token_bytes(self, token: int) -> bytes:
+        """The bytes of token id `token` (special ones included); raises KeyError
+        (UnknownTokenError) for an id outside 0..n_vocab-1."""
+        token = operator.index(token)  # a TypeError for a float, as in tiktoken
+        if not 0 <= token < self.n_vocab:
+            raise self._out_of_range(token)
+        return self.tokens[token]
+
+    def decode_tokens_bytes(self, ids: Iterable[int]) -> list[bytes]:
+        """The bytes of each token id in `ids`, one bytes object per id."""
+        return [self.decode_single_token_bytes(token) for token in ids]
+
+    def _id_array(self, ids: Iterable[int]) -> np.ndarray:
+        """`ids` as an int64 array, checked to be ids of this vocabulary."""
         ids = np.asarray(ids if isinstance(ids, (np.ndarray, list)) else list(ids)).ravel()
         if ids.size == 0:
-            return b""
+            return np.empty(0, dtype=np.int64)
         if ids.dtype.kind in "iu":
             outside = ids[(ids < 0) | (ids >= self.n_vocab)].tolist()
         else:  # floats, or ints too large for int64
             outside = [i for i in ids.tolist() if not (type(i) is int and 0 <= i < self.n_vocab)]
         if outside:
-            raise ValueError(f"token id {outside[0]!r} is out of range: this vocabulary's ids "
-                             f"are the integers 0..{self.n_vocab - 1}")
-        return decode_ids(ids.astype(np.int64), self._tables.pool,
-                          self._tables.offsets).tobytes()
+            raise self._out_of_range(outside[0])
+        return ids.astype(np.int64, copy=False)
 
-    def decode(self, ids: Iterable[int]) -> str:
-        """The text of token ids `ids`; bytes that are not valid UTF-8 (such as half a
-        character cut by the end of `ids`) become U+FFFD."""
-        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+    def _out_of_range(self, token) -> UnknownTokenError:
+        return UnknownTokenError(f"token id {token!r} is out of range: this vocabulary's ids "
+                                 f"are the integers 0..{self.n_vocab - 1}")
+
+    def _decode_group(self, arrays: list[np.ndarray]) -> list[bytes]:
+        """The bytes of each int64 array of valid ids in `arrays`, by one kernel call."""
+        ids = np.concatenate([np.empty(0, dtype=np.int64), *arrays])
+        id_ends = np.cumsum([len(a) for a in arrays], dtype=np.int64)
+        data, byte_ends = decode_ids(ids, id_ends, self._tables.pool, self._tables.offsets)
+        data = data.tobytes()
+        bounds = [0, *byte_ends.tolist()]
+        return [data[start:end] for start, end in zip(bounds, bounds[1:])]
 
     def _special_sets(self, allowed: Collection[str] | str,
                       disallowed: Collection[str] | str) -> tuple[frozenset, frozenset]:
@@ -507,9 +650,12 @@ class Tokenizer:
                              f"vocabulary; its special tokens are {sorted(every)}")
         return allowed, disallowed
 
-    def _encode_group(self, texts: list[str], allowed: frozenset,
-                      disallowed: frozenset) -> list[list[int]]:
-        """Encode `texts` with one kernel call: their ordinary stretches go in together."""
+    def _encode_group(self, texts: list[str], allowed: frozenset, disallowed: frozenset,
+                      kernel=encode_texts) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, offsets) of `texts` by one kernel call: their ordinary stretches go in
+        together. Text k's ids are ids[offsets[k]:offsets[k + 1]]; offsets (len(texts) + 1,)
+        int64. kernel: encode_texts (int32 ids, turned into lists), or encode_texts_to_uint32
+        (uint32 ids, returned as arrays)."""
         if disallowed:
             found = find_special(texts, disallowed)
             if found:
@@ -517,24 +663,46 @@ class Tokenizer:
                                  f"allowed_special={{{found!r}}} to encode it as one token, "
                                  f"or disallowed_special=() for ordinary text")
         if not (allowed and find_special(texts, allowed)):
-            return self._encode_stretches([utf8(text) for text in texts])
+            ids, id_ends = self._encode_stretches([utf8(text) for text in texts], kernel)
+            return ids, np.concatenate([np.zeros(1, dtype=np.int64), id_ends])
         # split() alternates stretch, special, stretch, ...; the stretches may be empty.
         plans = [special_pattern(allowed).split(text) for text in texts]
-        encoded = iter(self._encode_stretches([utf8(part) for plan in plans
-                                               for part in plan[::2]]))
-        return [[token for i, part in enumerate(plan)
-                 for token in (next(encoded) if i % 2 == 0 else [self.special_tokens[part]])]
-                for plan in plans]
+        ids, stretch_ends = self._encode_stretches([utf8(part) for plan in plans
+                                                    for part in plan[::2]], kernel)
+        specials = [self.special_tokens[part] for plan in plans for part in plan[1::2]]
+        # Every stretch but a text's last is followed by a special token.
+        last_stretches = np.cumsum([len(plan) // 2 + 1 for plan in plans]) - 1
+        followed = np.ones(len(stretch_ends), dtype=np.bool_)
+        followed[last_stretches] = False
+        ids = np.insert(ids, stretch_ends[followed], specials)
+        specials_so_far = np.cumsum([len(plan) // 2 for plan in plans])
+        return ids, np.concatenate([np.zeros(1, dtype=np.int64),
+                                    stretch_ends[last_stretches] + specials_so_far])
 
-    def _encode_stretches(self, stretches: list[bytes]) -> list[list[int]]:
-        """The ids of each stretch of UTF-8 text (no special tokens), by one kernel call."""
+    def _encode_stretches(self, stretches: list[bytes],
+                          kernel) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, id_ends) of the stretches of UTF-8 text (no special tokens), by one call
+        of `kernel`; stretch k's ids end at id_ends[k]."""
         data = np.frombuffer(b"".join(stretches), dtype=np.uint8)
         ends = np.fromiter(itertools.accumulate(map(len, stretches)), dtype=np.int64,
                            count=len(stretches))
-        ids, id_ends = encode_texts(data, ends, codepoint_classes(), self._tables)
-        ids = ids.tolist()  # one list, then slices: far cheaper than a tolist per stretch
-        bounds = [0, *id_ends.tolist()]
-        return [ids[start:end] for start, end in zip(bounds, bounds[1:])]
+        return kernel(data, ends, codepoint_classes(), self._tables)
+
+
+def ids_per_text(ids: np.ndarray, offsets: np.ndarray) -> list[list[int]]:
+    """Each text's ids as a list: one tolist, then slices, far cheaper than a tolist per text."""
+    ids = ids.tolist()
+    bounds = offsets.tolist()
+    return [ids[start:end] for start, end in zip(bounds, bounds[1:])]
+
+
+def map_groups(function, items: list, num_threads: int | None) -> list:
+    """`function` of each group of consecutive `items`, on `num_threads` threads (default:
+    every core), in order. There are several groups per thread, for balance, and each is
+    one kernel call, which releases the GIL."""
+    num_threads = num_threads or os.cpu_count() or 1
+    with ThreadPoolExecutor(num_threads) as pool:
+        return list(pool.map(function, split_evenly(items, 4 * num_threads)))
 
 
 def find_special(texts: list[str], specials: frozenset[str]) -> str | None:
@@ -563,3 +731,25 @@ def split_evenly(items: list, n_groups: int) -> list[list]:
 def load(folder: str | Path) -> Tokenizer:
     """The tokenizer in `folder` (encoder.json + vocab.bpe), e.g. GPT-2's."""
     return Tokenizer.from_files(folder)
+
+
+def gpt2(folder: str | Path) -> Tokenizer:
+    """GPT-2's tokenizer, from a folder holding GPT-2's encoder.json + vocab.bpe (or the same
+    vocabulary as Hugging Face's vocab.json + merges.txt): what tiktoken's
+    get_encoding("gpt2") gives, with no download. Raises VocabError if the folder holds
+    another vocabulary (`load` reads any)."""
+    tokenizer = Tokenizer.from_files(folder)
+    if vocabulary_digest(tokenizer) != GPT2_DIGEST:
+        raise VocabError(f"{folder} holds a vocabulary of {tokenizer.n_vocab} tokens that is "
+                         f"not GPT-2's; read it with bpe.load, or point to GPT-2's own files")
+    return tokenizer
+
+
+def vocabulary_digest(tokenizer: Tokenizer) -> str:
+    """SHA-256 (hex) of a vocabulary's tokens, merges and special tokens: two tokenizers
+    with the same digest give every text the same ids."""
+    digest = hashlib.sha256(np.array([len(t) for t in tokenizer.tokens], dtype="<i8").tobytes())
+    digest.update(b"".join(tokenizer.tokens))
+    digest.update(np.array(tokenizer.merges, dtype="<i8").tobytes())
+    digest.update(repr(sorted(tokenizer.special_tokens.items())).encode("utf-8"))
+    return digest.hexdigest()

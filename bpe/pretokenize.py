@@ -1,45 +1,44 @@
 """GPT-2's pre-tokenizer: the split of text into pieces before any merge.
 
 GPT-2 cuts text with one regular expression, `GPT2_PATTERN`, and runs BPE on each piece alone.
-`split_reference` is that expression run by the `regex` package, exactly as GPT-2 does. It is
-the reference; `piece_ends` is the fast path, a Numba scanner over UTF-8 bytes that finds the
-same pieces by classifying each code point as letter, number, whitespace or other (with a
-table that `regex` itself fills, so both agree on every code point) and walking the
-alternatives of the pattern by hand.
+`split_reference` is that expression run by Python's `re`, with its classes \\p{L}, \\p{N} and
+\\s written out as the code point ranges of Unicode 16.0.0 (see unicode_classes.py: the version
+tiktoken and Hugging Face tokenizers use). It is the reference; `piece_ends` is the fast path,
+a Numba scanner over UTF-8 bytes that finds the same pieces by looking each code point's class
+(letter, number, whitespace or other) up in the same ranges, as a table indexed by code point,
+and walking the alternatives of the pattern by hand.
 """
 from __future__ import annotations
 
 import functools
+import re
 
 import numpy as np
-import regex
 from numba import njit
 
-GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+from .unicode_classes import LETTER, NUMBER, SPACE, class_ranges, codepoint_classes
 
-# Code-point classes of the scanner: the three character sets the pattern names, and the rest.
-OTHER, LETTER, NUMBER, SPACE = 0, 1, 2, 3
+GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+# GPT2_PATTERN with each class a set: {L} letters, {N} numbers, {S} whitespace; \S is [^{S}].
+PATTERN_WITH_SETS = (r"""'s|'t|'re|'ve|'m|'ll|'d| ?[{L}]+| ?[{N}]+| ?[^{S}{L}{N}]+"""
+                     r"""|[{S}]+(?![^{S}])|[{S}]+""")
 
 APOSTROPHE, BLANK = ord("'"), ord(" ")
 S, T, M, D, R, V, L, E = (ord(c) for c in "stmdrvle")
 
 
-def split_reference(text: str) -> list[str]:
-    """GPT-2's pieces of `text`, found by the `regex` package (the reference)."""
-    return regex.findall(GPT2_PATTERN, text)
-
-
 @functools.cache
-def codepoint_classes() -> np.ndarray:
-    """(0x110000,) uint8: the class (OTHER, LETTER, NUMBER, SPACE) of every code point,
-    as `regex` defines \\p{L}, \\p{N} and \\s (so the scanner shares its Unicode version)."""
-    # Every code point in one string, surrogates too (which UTF-32 must be told to pass).
-    every_char = np.arange(0x110000, dtype="<u4").tobytes().decode("utf-32-le", "surrogatepass")
-    classes = np.full(0x110000, OTHER, dtype=np.uint8)
-    for cls, pattern in ((LETTER, r"\p{L}+"), (NUMBER, r"\p{N}+"), (SPACE, r"\s+")):
-        for match in regex.finditer(pattern, every_char):
-            classes[match.start():match.end()] = cls
-    return classes
+def pinned_pattern() -> re.Pattern:
+    """GPT2_PATTERN with its classes as Unicode 16.0.0's ranges, compiled by `re` (which then
+    needs no Unicode tables of its own)."""
+    sets = {name: "".join(f"\\U{first:08x}-\\U{last:08x}" for first, last in class_ranges()[cls])
+            for name, cls in (("L", LETTER), ("N", NUMBER), ("S", SPACE))}
+    return re.compile(PATTERN_WITH_SETS.format(**sets))
+
+
+def split_reference(text: str) -> list[str]:
+    """GPT-2's pieces of `text`, found by the pattern itself (the reference)."""
+    return pinned_pattern().findall(text)
 
 
 def utf8(text: str) -> bytes:

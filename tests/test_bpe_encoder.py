@@ -2,13 +2,15 @@
 
 "GPT-2's ids" are those of `ReferenceGPT2`, OpenAI's original encoder.py logic written out
 plainly below (regex split, byte-to-unicode strings, the textbook `bpe` loop), and of
-tiktoken's GPT-2 encoding built from the same files, when tiktoken is installed.
+tiktoken's GPT-2 encoding built from the same files, when tiktoken is installed. The
+reference splits with GPT-2's pattern as bpe pins it (its classes as Unicode 16.0's ranges,
+the version tiktoken uses), so it does not move with the installed `regex`;
+tests/test_bpe_tiktoken.py compares with tiktoken itself on text from every Unicode block.
 """
 import json
 
 import numpy as np
 import pytest
-import regex
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,6 +18,7 @@ import bpe
 from bpe.encoder import (LONG_WORD, merge_long_word, merge_word, merge_word_reference,
                          split_evenly)
 from bpe.files import VocabError
+from bpe.pretokenize import pinned_pattern
 from test_bpe_pretokenize import HARD_CASES, TRICKY
 
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -76,7 +79,7 @@ class ReferenceGPT2:
 
     def encode(self, text):
         ids = []
-        for token in regex.findall(GPT2_PATTERN, text):
+        for token in pinned_pattern().findall(text):
             token = "".join(self.byte_encoder[b] for b in token.encode("utf-8"))
             ids.extend(self.encoder[part] for part in self.bpe(token))
         return ids
@@ -84,7 +87,7 @@ class ReferenceGPT2:
 
 @pytest.fixture(scope="session")
 def gpt2(gpt2_dir):
-    return bpe.load(gpt2_dir)
+    return bpe.gpt2(gpt2_dir)
 
 
 @pytest.fixture(scope="session")
@@ -208,6 +211,41 @@ def test_encode_batch_equals_encode(gpt2, data_dir):
         gpt2.encode_batch(texts)
 
 
+def test_special_tokens_inside_a_batch_land_between_the_right_stretches(gpt2):
+    texts = ["a<|endoftext|>b<|endoftext|>", "", "<|endoftext|>", "no special", "x<|endoftext|>"]
+    expected = [gpt2.encode(t, allowed_special="all") for t in texts]
+    assert expected[0] == gpt2.encode("a") + [50256] + gpt2.encode("b") + [50256]
+    assert gpt2.encode_batch(texts, num_threads=1, allowed_special="all") == expected
+    assert [gpt2.encode_to_numpy(t, allowed_special="all").tolist() for t in texts] == expected
+
+
+def test_encode_ordinary_batch_to_numpy_equals_encode_ordinary(gpt2, data_dir):
+    texts = (data_dir / "tinyshakespeare.txt").read_text(encoding="utf-8").split("\n\n")
+    texts += HARD_CASES + ["", "<|endoftext|>", "x" * 3000]
+    expected = [gpt2.encode_ordinary(t) for t in texts]
+    for num_threads in (1, 3, None):
+        ids, offsets = gpt2.encode_ordinary_batch_to_numpy(texts, num_threads=num_threads)
+        assert ids.dtype == np.uint32 and offsets.dtype == np.int64
+        assert offsets.shape == (len(texts) + 1,) and offsets[0] == 0 and offsets[-1] == len(ids)
+        assert [ids[start:end].tolist() for start, end in zip(offsets, offsets[1:])] == expected
+    ids, offsets = gpt2.encode_ordinary_batch_to_numpy([])
+    assert ids.dtype == np.uint32 and ids.shape == (0,) and offsets.tolist() == [0]
+
+
+def test_encode_to_numpy_equals_encode(gpt2, data_dir):
+    text = (data_dir / "the-verdict.txt").read_text(encoding="utf-8")
+    ids = gpt2.encode_to_numpy(text)
+    assert ids.dtype == np.uint32 and ids.tolist() == gpt2.encode(text)
+
+
+def test_decode_batch_equals_decode(gpt2, data_dir):
+    texts = (data_dir / "the-verdict.txt").read_text(encoding="utf-8").split("\n\n")
+    batch = [gpt2.encode(t) for t in texts] + [[], [gpt2.encode_single_token(b"\xc3")]]
+    assert gpt2.decode_batch(batch, num_threads=3) == [gpt2.decode(ids) for ids in batch]
+    assert gpt2.decode_bytes_batch(batch) == [gpt2.decode_bytes(ids) for ids in batch]
+    assert gpt2.decode_batch([]) == []
+
+
 def test_split_evenly_keeps_order_and_items():
     items = list(range(10))
     for n in (1, 3, 4, 10, 20):
@@ -273,6 +311,14 @@ def test_hugging_face_file_names_load_too(gpt2, gpt2_dir, tmp_path):
     (tmp_path / "vocab.json").write_bytes((gpt2_dir / "encoder.json").read_bytes())
     (tmp_path / "merges.txt").write_bytes((gpt2_dir / "vocab.bpe").read_bytes())
     assert bpe.load(tmp_path).encode("Hello world!") == gpt2.encode("Hello world!")
+    assert bpe.gpt2(tmp_path).encode("Hello world!") == gpt2.encode("Hello world!")
+
+
+def test_gpt2_loads_gpt2s_files_and_refuses_other_vocabularies(gpt2_dir, tmp_path):
+    assert bpe.gpt2(gpt2_dir).encode("Hello world") == [15496, 995]
+    bpe.train("a small corpus of text, a small corpus", 300).save(tmp_path)
+    with pytest.raises(VocabError, match="not GPT-2's; read it with bpe.load"):
+        bpe.gpt2(tmp_path)
 
 
 def write_vocab_files(folder, encoder, merges):
