@@ -1,8 +1,10 @@
 """The hot loops that are not matmuls, as Numba kernels, each beside the plain NumPy it must equal.
 
-Every kernel here has a `*_reference` twin written in plain NumPy: short, obviously right, and
-what the tests compare the kernel against (float32 and float64). The layers call the kernels;
-a reader learns from the references.
+Every kernel here has a `*_reference` twin written in plain NumPy, with the same arguments and
+the same effect (in place, as the kernel works): short, obviously right, and what the tests
+compare the kernel against (float32 and float64). The layers call the kernels; a reader learns
+from the references, and with NUMPYGPT_KERNELS=numpy in the environment the layers call the
+references instead (see the end of this file), so the whole model runs on plain NumPy.
 
 The kernels are memory-bound, so their whole point is to touch each element as few times as
 possible: one pass where NumPy would make three temporaries. Rows are independent, so they
@@ -17,6 +19,7 @@ are (BH, T, T) with BH = batch * heads.
 """
 import functools
 import math
+import os
 import types
 
 import numpy as np
@@ -82,6 +85,10 @@ def dropout_keep_reference(seed, n, threshold, offset=0):
     return (z >> np.uint64(32)) >= np.uint64(threshold)
 
 
+def dropout_apply_reference(x, out, seed, threshold, scale, offset):
+    out[...] = x * dropout_keep_reference(seed, x.size, threshold, offset).reshape(x.shape) * scale
+
+
 @njit(cache=True)
 def _keep(seed, i, threshold):
     z = seed + np.uint64(i + 1) * GOLDEN
@@ -110,7 +117,7 @@ def dropout_apply(x, out, seed, threshold, scale, offset):
 
 
 def add_bias_reference(out, bias):
-    return out + bias
+    out += bias
 
 
 @parallel_kernel
@@ -126,23 +133,22 @@ def add_bias(out, bias):
 # LayerNorm
 
 
-def layernorm_forward_reference(x, weight, bias, eps=1e-5):
-    """x: (N, C) -> out (N, C), mean (N,), rstd (N,). out = (x - mean) * rstd * weight + bias."""
-    mean = x.mean(axis=1)
-    rstd = 1.0 / np.sqrt(((x - mean[:, None]) ** 2).mean(axis=1) + eps)
-    out = (x - mean[:, None]) * rstd[:, None] * weight + bias
-    return out, mean.astype(x.dtype), rstd.astype(x.dtype)
+def layernorm_forward_reference(x, weight, bias, eps, out, mean, rstd):
+    """x: (N, C) -> out (N, C), mean (N,), rstd (N,), written in place:
+    out = (x - mean) * rstd * weight + bias, rstd = 1 / sqrt(var + eps), per row."""
+    mean[:] = x.mean(axis=1)
+    rstd[:] = 1.0 / np.sqrt(((x - mean[:, None]) ** 2).mean(axis=1) + eps)
+    out[:] = (x - mean[:, None]) * rstd[:, None] * weight + bias
 
 
-def layernorm_backward_reference(dout, x, mean, rstd, weight):
-    """Returns dx (N, C), dweight (C,), dbias (C,). See layers.LayerNorm.backward for the math."""
+def layernorm_backward_reference(dout, x, mean, rstd, weight, dx, dweight, dbias):
+    """dx (N, C) written; dweight and dbias (C,) accumulated. See layers.LayerNorm.backward."""
     xhat = (x - mean[:, None]) * rstd[:, None]
-    dbias = dout.sum(axis=0)
-    dweight = (dout * xhat).sum(axis=0)
+    dbias += dout.sum(axis=0)
+    dweight += (dout * xhat).sum(axis=0)
     dxhat = dout * weight
-    dx = rstd[:, None] * (dxhat - dxhat.mean(axis=1, keepdims=True)
-                          - xhat * (dxhat * xhat).mean(axis=1, keepdims=True))
-    return dx, dweight, dbias
+    dx[:] = rstd[:, None] * (dxhat - dxhat.mean(axis=1, keepdims=True)
+                             - xhat * (dxhat * xhat).mean(axis=1, keepdims=True))
 
 
 @parallel_kernel
@@ -205,16 +211,19 @@ def layernorm_backward(dout, x, mean, rstd, weight, dx, dweight, dbias):
 # GELU, tanh approximation
 
 
-def gelu_forward_reference(x):
-    return 0.5 * x * (1.0 + np.tanh(GELU_SCALE * (x + GELU_CUBIC * x ** 3)))
+def gelu_forward_reference(x, out, sig):
+    """out = 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3), on flat (M,) arrays; sig
+    gets 0.5 (1 + tanh u), the sigmoid the fast backward reuses (this one recomputes it)."""
+    sig[:] = 0.5 * (1.0 + np.tanh(GELU_SCALE * (x + GELU_CUBIC * x ** 3)))
+    out[:] = x * sig
 
 
-def gelu_backward_reference(dout, x):
-    """d/dx of 0.5x(1+tanh(u)), u = s(x + 0.044715x^3): 0.5(1+tanh u) + 0.5x(1-tanh^2 u) u'."""
+def gelu_backward_reference(dout, x, sig, dx):
+    """dx = dout * d/dx of 0.5x(1+tanh(u)): 0.5(1+tanh u) + 0.5x(1-tanh^2 u) u'."""
     u = GELU_SCALE * (x + GELU_CUBIC * x ** 3)
     t = np.tanh(u)
     du = GELU_SCALE * (1.0 + 3.0 * GELU_CUBIC * x ** 2)
-    return dout * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
+    dx[:] = dout * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
 
 
 # Numba has no vector exp or tanh here (its LLVM is not built with a vector math library), so
@@ -274,19 +283,28 @@ def gelu_forward(x, out, sig):
 # Causal softmax for attention scores
 
 
+def masked_softmax(scores, visible):
+    """In place on scores (..., S): the softmax over the last axis of the entries where
+    `visible` (a bool array that broadcasts to scores) is True, and exactly 0 elsewhere. Every
+    row must see at least one entry. The one definition of attention's softmax: the cached
+    attention of generation uses it as it is, the causal kernels below must equal it."""
+    np.copyto(scores, -np.inf, where=~visible)
+    scores -= scores.max(axis=-1, keepdims=True)
+    np.exp(scores, out=scores)
+    scores /= scores.sum(axis=-1, keepdims=True)
+    return scores
+
+
 def causal_softmax_forward_reference(scores, scale):
-    """scores: (BH, T, T) raw q.k -> probabilities with row t attending only to columns <= t."""
-    t = scores.shape[-1]
-    future = np.triu(np.ones((t, t), dtype=bool), k=1)
-    z = np.where(future, -np.inf, scores * scale)
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+    """In place on scores (BH, T, T): raw q.k -> probabilities, row t attending only to columns <= t."""
+    scores *= scale
+    masked_softmax(scores, np.tri(scores.shape[-1], dtype=bool))
 
 
 def causal_softmax_backward_reference(dprobs, probs, scale):
-    """d scores = scale * p * (dp - sum_k p_k dp_k), the softmax Jacobian-vector product."""
-    return scale * probs * (dprobs - (dprobs * probs).sum(axis=-1, keepdims=True))
+    """In place: dprobs becomes d scores = scale * p * (dp - sum_k p_k dp_k), the softmax
+    Jacobian-vector product (0 above the diagonal, where p is 0)."""
+    dprobs[...] = scale * probs * (dprobs - (dprobs * probs).sum(axis=-1, keepdims=True))
 
 
 # As for GELU and cross-entropy, exp is NumPy's SIMD one between two Numba passes. It runs over
@@ -361,6 +379,18 @@ def causal_softmax_backward(dprobs, probs, scale):
 # whole square (and a data-parallel rank's offset works unchanged).
 
 
+def causal_dropout_reference(probs, att, seed, threshold, scale, offset):
+    """att = dropout of probs with the mask of the whole (BH, T, T) square (above the diagonal
+    probs is 0, so the mask does not matter there)."""
+    dropout_apply_reference(probs, att, seed, threshold, scale, offset)
+
+
+def causal_dropout_softmax_backward_reference(datt, probs, scale, seed, threshold, drop_scale, offset):
+    """Dropout's backward (the same mask, from the seed), then the softmax backward, in place."""
+    dropout_apply_reference(datt, datt, seed, threshold, drop_scale, offset)
+    causal_softmax_backward_reference(datt, probs, scale)
+
+
 @parallel_kernel
 def causal_dropout(probs, att, seed, threshold, scale, offset):
     """att (BH, T, T) = probs * keep * scale on each row's columns <= t, 0 after."""
@@ -401,26 +431,23 @@ def causal_dropout_softmax_backward(datt, probs, scale, seed, threshold, drop_sc
 # Softmax cross-entropy over the vocabulary
 
 
-def cross_entropy_forward_reference(logits, targets, ignore_index=-1):
-    """logits (N, V), targets (N,) -> (mean loss over non-ignored rows, probabilities (N, V))."""
+def cross_entropy_forward_reference(logits, targets, ignore_index, row_losses):
+    """In place: logits (N, V) become probabilities; row_losses (N,) gets each row's
+    -log p[target] = logsumexp(z) - z[target] (0 on ignored rows)."""
     z = logits - logits.max(axis=1, keepdims=True)
     logsumexp = np.log(np.exp(z).sum(axis=1))
-    keep = targets != ignore_index
-    rows = np.nonzero(keep)[0]
-    losses = logsumexp[rows] - z[rows, targets[rows]]
-    probs = np.exp(z - logsumexp[:, None])
-    return losses.sum() / max(len(rows), 1), probs
+    kept = targets != ignore_index
+    row_losses[:] = np.where(kept, logsumexp - z[np.arange(len(z)), np.where(kept, targets, 0)], 0.0)
+    logits[...] = np.exp(z - logsumexp[:, None])
 
 
-def cross_entropy_backward_reference(probs, targets, dloss, ignore_index=-1):
-    """dlogits = dloss * (probs - onehot(targets)) / n_kept, and 0 on ignored rows."""
-    keep = targets != ignore_index
-    n_kept = max(int(keep.sum()), 1)
-    dlogits = probs.copy()
-    rows = np.nonzero(keep)[0]
-    dlogits[rows, targets[rows]] -= 1.0
-    dlogits[~keep] = 0.0
-    return dlogits * (dloss / n_kept)
+def cross_entropy_backward_reference(probs, targets, ignore_index, scale):
+    """In place: probs (N, V) become dlogits = scale * (probs - onehot(targets)), 0 on ignored rows."""
+    kept = targets != ignore_index
+    rows = np.nonzero(kept)[0]
+    probs[rows, targets[rows]] -= 1.0
+    probs[~kept] = 0.0
+    probs *= scale
 
 
 @parallel_kernel
@@ -510,6 +537,10 @@ def embedding_backward(dweight, ids, dout):
 # AdamW
 
 
+def sum_of_squares_reference(x):
+    return float(np.sum(x.astype(np.float64) ** 2))
+
+
 def adamw_reference(param, grad, m, v, weight_decay, lr, beta1, beta2, eps, step):
     """One AdamW step in place, with decoupled weight decay."""
     m[:] = beta1 * m + (1 - beta1) * grad
@@ -541,3 +572,19 @@ def sum_of_squares(x):
     for i in prange(x.size):
         total += np.float64(x[i]) * np.float64(x[i])
     return total
+
+
+# --------------------------------------------------------------------------------------------
+# The model on plain NumPy: NUMPYGPT_KERNELS=numpy (set before numpygpt is imported) puts each
+# reference in its kernel's place, so every layer, the loss and AdamW run the NumPy above.
+# Slower (docs/backprop.md measures it), and the same results to float rounding.
+
+KERNELS = ("dropout_apply", "add_bias", "layernorm_forward", "layernorm_backward", "gelu_forward",
+           "gelu_backward", "causal_softmax_forward", "causal_softmax_backward", "causal_dropout",
+           "causal_dropout_softmax_backward", "cross_entropy_forward", "cross_entropy_backward",
+           "embedding_backward", "adamw", "sum_of_squares")
+KERNEL_CHOICES = ("numba", "numpy")
+CHOICE = os.environ.get("NUMPYGPT_KERNELS", "numba")
+if CHOICE == "numpy":
+    for _name in KERNELS:
+        globals()[_name] = globals()[_name + "_reference"]

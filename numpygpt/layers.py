@@ -251,6 +251,34 @@ class CausalSelfAttention:
         self.q, self.k, self.v, self.probs, self.att = q, k, v, probs, att
         return self.resid_dropout.forward(self.c_proj.forward(y.reshape(b, t, c)), rng, inplace=True)
 
+    def forward_cached(self, x, k_cache, v_cache, rows, starts):
+        """What `forward` gives for new tokens that follow tokens whose keys and values are
+        cached (evaluation: no dropout); the new tokens' keys and values join the cache.
+
+        x: (B, T, C), the new tokens after ln_1: row b's sit at positions starts[b]..+T-1.
+        k_cache, v_cache: (S, H, T_max, D), this layer's cache of S sequences.
+        rows: (B,) int, which of the S sequences the rows of x continue; starts: (B,) int, how
+        many tokens each holds already. Returns (B, T, C).
+
+        Row b's i-th new token sees positions 0..starts[b] + i and nothing after: the causal
+        mask of `forward`, for sequences of different lengths in one batch.
+        """
+        b, t, c = x.shape
+        h, d = self.n_head, c // self.n_head
+        q, k, v = self.c_attn.forward(x).reshape(b, t, 3, h, d).transpose(2, 0, 3, 1, 4)  # each (B, H, T, D)
+        positions = starts[:, None] + np.arange(t)                                         # (B, T)
+        k_cache[rows[:, None], :, positions] = k.transpose(0, 2, 1, 3)                     # (B, T, H, D)
+        v_cache[rows[:, None], :, positions] = v.transpose(0, 2, 1, 3)
+        end = int(positions.max()) + 1
+        # Rows 0..B-1 (the common case) are a view of the cache; other rows are gathered.
+        read = slice(0, b) if np.array_equal(rows, np.arange(b)) else rows
+        keys, values = k_cache[read, :, :end], v_cache[read, :, :end]                     # (B, H, end, D)
+        scores = q @ keys.swapaxes(-1, -2)                                                # (B, H, T, end)
+        scores *= 1.0 / math.sqrt(d)
+        kernels.masked_softmax(scores, np.arange(end) <= positions[:, None, :, None])
+        y = scores @ values                                                               # (B, H, T, D)
+        return self.c_proj.forward(y.transpose(0, 2, 1, 3).reshape(b, t, c))
+
     def backward(self, dout):
         """dout: (B, T, C) -> dx (B, T, C).
 
@@ -327,10 +355,12 @@ class Block:
         self.ln_2 = LayerNorm(params, f"{name}.ln_2")
         self.mlp = MLP(params, f"{name}.mlp", config.dropout, bias=config.bias)
 
-    def forward(self, x, rng=None):
-        """x: (B, T, C) -> (B, T, C)."""
+    def forward(self, x, rng=None, cache=None):
+        """x: (B, T, C) -> (B, T, C). cache: (k_cache, v_cache, rows, starts) for new tokens
+        after cached ones (see CausalSelfAttention.forward_cached)."""
         # Each branch returns a fresh array, so the residual sum is added into it in place.
-        h = self.attn.forward(self.ln_1.forward(x), rng)
+        a = self.ln_1.forward(x)
+        h = self.attn.forward(a, rng) if cache is None else self.attn.forward_cached(a, *cache)
         h += x
         out = self.mlp.forward(self.ln_2.forward(h), rng)
         out += h

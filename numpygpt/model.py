@@ -86,6 +86,24 @@ class GPT:
             x = block.forward(x, rng)
         return self.lm_head.forward(self.ln_f.forward(x), out=out)
 
+    def forward_cached(self, ids, k_cache, v_cache, rows, starts):
+        """Logits (B, V) after the last of the new tokens `ids` (B, T) of B sequences whose
+        earlier tokens' keys and values are cached (evaluation mode, no dropout): equal to
+        forward(all of each sequence's tokens)[:, -1].
+
+        k_cache, v_cache: (n_layer, S, H, block_size, D), the keys and values of S sequences;
+        rows: (B,) which sequences the rows of ids continue; starts: (B,) how many tokens each
+        holds already. The new tokens' keys and values are written into the cache. Only the
+        last position goes through the LM head: it is the only row of logits a step needs."""
+        ids, rows, starts = np.asarray(ids), np.asarray(rows), np.asarray(starts)
+        end = int(starts.max()) + ids.shape[1]
+        if end > self.config.block_size:
+            raise ValueError(f"{end} tokens do not fit the context ({self.config.block_size})")
+        x = self.wte.forward(ids) + self.wpe.forward(starts[:, None] + np.arange(ids.shape[1]))
+        for block, k, v in zip(self.blocks, k_cache, v_cache):
+            x = block.forward(x, cache=(k, v, rows, starts))
+        return self.lm_head.forward(self.ln_f.forward(x[:, -1:]))[:, 0]
+
     def loss(self, ids, targets, rng=None) -> float:
         """Mean cross-entropy of predicting targets (B, T) (-1 = ignore) from ids (B, T).
 

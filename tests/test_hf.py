@@ -138,6 +138,12 @@ def test_fine_tune_then_export_from_the_command_line(hf_folder, tmp_path, monkey
     # A constant small learning rate, no warmup, no dropout, the model's own context (16 here).
     assert (settings["lr"], settings["min_lr"], settings["warmup_steps"]) == (3e-5, 3e-5, 0)
     assert settings["block_size"] == ckpt.config.block_size == 16 and ckpt.config.dropout == 0.0
+    # A learning rate of one's own stays constant too.
+    assert train.main(["--init-from", str(hf_folder), "--data", str(data_dir / "the-verdict.txt"), "--tokenizer",
+                       "train", "--vocab-size", "300", "--steps", "2", "--eval-interval", "2", "--eval-iters", "1",
+                       "--sample-tokens", "0", "--lr", "1e-5", "--out-dir", str(tmp_path / "o1")]) == 0
+    settings = checkpoint.load(tmp_path / "o1").train_state["train_config"]
+    assert settings["lr"] == settings["min_lr"] == 1e-5
     too_long = train.main(["--init-from", str(hf_folder), "--block-size", "32", "--out-dir", str(tmp_path / "o2")])
     assert too_long == 2  # the HF model's context is 16
     assert numpygpt(["export", str(out), str(tmp_path / "export")]) == 0

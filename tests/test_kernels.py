@@ -1,4 +1,7 @@
-"""Every Numba kernel against the plain NumPy reference beside it, in float32 and float64."""
+"""Every Numba kernel against the plain NumPy reference beside it, in float32 and float64.
+
+A reference takes the same arguments as its kernel and works in place as the kernel does; the
+tests run it on float64 copies, so its own rounding never loosens the comparison."""
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -51,16 +54,17 @@ def test_layernorm_forward_and_backward(n, c, dtype):
     x, w, b, dout = (normal(rng, s, dtype) for s in [(n, c), (c,), (c,), (n, c)])
     out, mean, rstd = np.empty_like(x), np.empty(n, dtype), np.empty(n, dtype)
     kernels.layernorm_forward(x, w, b, 1e-5, out, mean, rstd)
-    ref_out, ref_mean, ref_rstd = kernels.layernorm_forward_reference(*f64(x, w, b))
-    for got, want in [(out, ref_out), (mean, ref_mean), (rstd, ref_rstd)]:
+    ref = f64(x, w, b, out, mean, rstd)
+    kernels.layernorm_forward_reference(*ref[:3], 1e-5, *ref[3:])
+    for got, want in zip((out, mean, rstd), ref[3:]):
         np.testing.assert_allclose(got, want, **tol(dtype))
     dx = np.empty_like(x)
     dw, db = np.ones(c, dtype), np.ones(c, dtype)  # accumulates onto what is there
+    ref = f64(dout, x, mean, rstd, w, dx, dw, db)
     kernels.layernorm_backward(dout, x, mean, rstd, w, dx, dw, db)
-    ref_dx, ref_dw, ref_db = kernels.layernorm_backward_reference(*f64(dout, x, mean, rstd, w))
-    np.testing.assert_allclose(dx, ref_dx, **tol(dtype))
-    np.testing.assert_allclose(dw, 1 + ref_dw, **tol(dtype))
-    np.testing.assert_allclose(db, 1 + ref_db, **tol(dtype))
+    kernels.layernorm_backward_reference(*ref)
+    for got, want in zip((dx, dw, db), ref[5:]):
+        np.testing.assert_allclose(got, want, **tol(dtype))
 
 
 @SETTINGS
@@ -71,8 +75,11 @@ def test_gelu_forward_and_backward(n, dtype):
     out, sig, dx = np.empty_like(x), np.empty_like(x), np.empty_like(x)
     kernels.gelu_forward(x, out, sig)
     kernels.gelu_backward(dout, x, sig, dx)
-    np.testing.assert_allclose(out, kernels.gelu_forward_reference(*f64(x)), **tol(dtype))
-    np.testing.assert_allclose(dx, kernels.gelu_backward_reference(*f64(dout, x)), **tol(dtype))
+    ref = f64(x, out, sig, dout, dx)
+    kernels.gelu_forward_reference(*ref[:3])
+    kernels.gelu_backward_reference(ref[3], ref[0], ref[2], ref[4])
+    for got, want in zip((out, sig, dx), ref[1:3] + ref[4:]):
+        np.testing.assert_allclose(got, want, **tol(dtype))
 
 
 @SETTINGS
@@ -80,7 +87,8 @@ def test_gelu_forward_and_backward(n, dtype):
 def test_bias_add(n, c, dtype):
     rng = np.random.default_rng(n * 100 + c)
     out, bias = normal(rng, (n, c), dtype), normal(rng, c, dtype)
-    want = kernels.add_bias_reference(*f64(out, bias))
+    want, want_bias = f64(out, bias)
+    kernels.add_bias_reference(want, want_bias)
     kernels.add_bias(out, bias)
     np.testing.assert_allclose(out, want, **tol(dtype))
 
@@ -91,12 +99,13 @@ def test_causal_softmax_forward_and_backward(bh, t, dtype):
     rng = np.random.default_rng(bh * 50 + t)
     scores, dprobs = normal(rng, (bh, t, t), dtype, 3.0), normal(rng, (bh, t, t), dtype)
     scale = 0.37
-    ref = kernels.causal_softmax_forward_reference(*f64(scores), scale)
+    ref, ref_d = f64(scores, dprobs)
+    kernels.causal_softmax_forward_reference(ref, scale)
     probs = scores.copy()
     kernels.causal_softmax_forward(probs, scale)
     np.testing.assert_allclose(probs, ref, **tol(dtype))
     assert np.all(np.triu(probs[0], k=1) == 0)
-    ref_d = kernels.causal_softmax_backward_reference(*f64(dprobs, ref), scale)
+    kernels.causal_softmax_backward_reference(ref_d, ref, scale)
     kernels.causal_softmax_backward(dprobs, probs, scale)
     np.testing.assert_allclose(dprobs, ref_d, **tol(dtype))
 
@@ -120,11 +129,19 @@ def test_causal_attention_dropout_forward_and_backward(bh, t, p, seed, dtype):
     np.testing.assert_allclose(att, np.where(keep, probs.astype(np.float64) * drop_scale, 0.0), **tol(dtype))
     assert np.all(np.triu(att[0], k=1) == 0)
 
+    ref_att = np.empty(probs.shape)
+    kernels.causal_dropout_reference(*f64(probs), ref_att, seed, threshold, drop_scale, offset)
+    np.testing.assert_allclose(att, ref_att, **tol(dtype))
+
     scale = 0.37
-    ref = kernels.causal_softmax_backward_reference(
-        *f64(np.where(keep, datt.astype(np.float64) * drop_scale, 0.0), probs), scale)
+    ref = np.where(keep, datt.astype(np.float64) * drop_scale, 0.0)
+    kernels.causal_softmax_backward_reference(ref, *f64(probs), scale)
+    fused_ref = datt.astype(np.float64)
+    kernels.causal_dropout_softmax_backward_reference(fused_ref, *f64(probs), scale, seed, threshold, drop_scale,
+                                                      offset)
     kernels.causal_dropout_softmax_backward(datt, probs, scale, seed, threshold, drop_scale, offset)
     np.testing.assert_allclose(datt, ref, **tol(dtype))
+    np.testing.assert_allclose(fused_ref, ref, rtol=1e-12, atol=1e-12)
     assert np.all(np.triu(datt[0], k=1) == 0)
 
 
@@ -135,16 +152,20 @@ def test_cross_entropy_forward_and_backward(n, v, dtype, data):
     logits = normal(rng, (n, v), dtype, 4.0)
     targets = rng.integers(0, v, size=n)
     targets[rng.random(n) < data.draw(st.sampled_from([0.0, 0.3, 1.0]))] = -1
-    ref_loss, ref_probs = kernels.cross_entropy_forward_reference(*f64(logits), targets)
+    ref_probs, ref_losses = logits.astype(np.float64), np.empty(n)
+    kernels.cross_entropy_forward_reference(ref_probs, targets, -1, ref_losses)
     row_losses = np.empty(n)
     probs = logits.copy()
     kernels.cross_entropy_forward(probs, targets, -1, row_losses)
-    n_kept = max((targets != -1).sum(), 1)
-    np.testing.assert_allclose(row_losses.sum() / n_kept, ref_loss, **tol(dtype))
+    np.testing.assert_allclose(row_losses, ref_losses, **tol(dtype))
     np.testing.assert_allclose(probs, ref_probs, **tol(dtype))
-    ref_d = kernels.cross_entropy_backward_reference(ref_probs, targets, 0.7)
+    # By hand, on the kept rows: -log of the target's probability.
+    kept = np.flatnonzero(targets != -1)
+    np.testing.assert_allclose(ref_losses[kept], -np.log(ref_probs[kept, targets[kept]]), rtol=1e-9)
+    n_kept = max(len(kept), 1)
+    kernels.cross_entropy_backward_reference(ref_probs, targets, -1, 0.7 / n_kept)
     kernels.cross_entropy_backward(probs, targets, -1, 0.7 / n_kept)
-    np.testing.assert_allclose(probs, ref_d, **tol(dtype))
+    np.testing.assert_allclose(probs, ref_probs, **tol(dtype))
 
 
 def test_cross_entropy_is_exact_where_probability_underflows():
@@ -185,7 +206,7 @@ def test_adamw(p, step, dtype):
 @given(p=st.integers(1, 5000), dtype=dtypes)
 def test_sum_of_squares(p, dtype):
     x = normal(np.random.default_rng(p), p, dtype)
-    np.testing.assert_allclose(kernels.sum_of_squares(x), np.sum(x.astype(np.float64) ** 2), rtol=1e-10)
+    np.testing.assert_allclose(kernels.sum_of_squares(x), kernels.sum_of_squares_reference(x), rtol=1e-10)
 
 
 @SETTINGS
@@ -200,6 +221,9 @@ def test_dropout_mask_equals_its_reference(n, p, seed, dtype):
     kernels.dropout_apply(x, out, seed, threshold, 1.0 / (1.0 - p), offset)
     keep = kernels.dropout_keep_reference(seed, n, threshold, offset)
     np.testing.assert_allclose(out, np.where(keep, x.astype(np.float64) / (1.0 - p), 0.0), **tol(dtype))
+    ref = np.empty(n)
+    kernels.dropout_apply_reference(x.astype(np.float64), ref, seed, threshold, 1.0 / (1.0 - p), offset)
+    np.testing.assert_allclose(out, ref, **tol(dtype))
     assert np.array_equal(out != 0, keep & (x != 0))
 
 
@@ -218,3 +242,11 @@ def test_dropout_masks_keep_1_minus_p_independently_per_seed():
     x = np.ones(n, np.float32)
     kernels.dropout_apply(x, x, 1, threshold, 1.0 / (1 - p), 0)
     assert np.array_equal(x != 0, a)
+
+
+def test_every_kernel_has_a_reference_of_the_same_arguments():
+    """What NUMPYGPT_KERNELS=numpy swaps in must be callable exactly as the kernel is."""
+    import inspect
+    for name in kernels.KERNELS:
+        kernel, reference = getattr(kernels, name), getattr(kernels, name + "_reference")
+        assert inspect.signature(kernel).parameters.keys() == inspect.signature(reference).parameters.keys(), name

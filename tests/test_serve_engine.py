@@ -1,6 +1,6 @@
-"""The serving engine without HTTP: the slot cache computes what the full forward computes for
-every slot, however slots join, leave and slide; batching never changes a seeded completion;
-stop sequences never leak into the text; cancelled requests free their slots."""
+"""The serving engine without HTTP (tests/test_decoder.py checks its slot cache): batching never
+changes a seeded completion; stop sequences never leak into the text; cancelled requests free
+their slots."""
 import threading
 
 import numpy as np
@@ -12,7 +12,6 @@ from numpygpt.inference.generate import generate
 from numpygpt.model import GPT
 from numpygpt.inference.sampling import Sampler
 from numpygpt.serve.scheduler import Engine, QueueFull, Request
-from numpygpt.inference.slots import SlotDecoder
 from numpygpt.serve.text import CompletionText
 
 TOLERANCE = 1e-10
@@ -31,41 +30,6 @@ def tiny_model(dtype="float64", vocab_size=37, block_size=8):
     model = GPT(config, seed=1)
     model.params.data *= 5.0  # distinct logits, so a wrong row cannot pass for a right one
     return model
-
-
-def test_every_slot_gets_the_full_forward_logits_as_slots_join_leave_and_slide():
-    """Four slots with prompts of different lengths joining at different steps, stepped in
-    changing (also non-contiguous) subsets through several slides of the window: every row of
-    logits equals the full forward over the tokens that slot holds."""
-    model = tiny_model()
-    rng = np.random.default_rng(0)
-    decoder = SlotDecoder(model, n_slots=4)
-
-    def check(slot, logits):
-        full = model.forward(decoder.context(slot)[None])[0, -1]
-        np.testing.assert_allclose(logits, full, rtol=0, atol=TOLERANCE)
-
-    for slot, length in [(1, 3), (3, 12)]:  # 12 > block_size: cropped to its end
-        check(slot, decoder.prefill(slot, rng.integers(0, 37, length)))
-    for step in range(30):
-        if step == 5:
-            check(0, decoder.prefill(0, rng.integers(0, 37, 6)))
-        if step == 9:
-            decoder.copy(0, 2)
-        slots = [s for s in ([0, 1, 2, 3] if step >= 9 else [1, 3] if step < 5 else [0, 1, 3])
-                 if not (step % 4 == 1 and s == 1)]  # slot 1 sits some steps out
-        logits = decoder.step(slots, rng.integers(0, 37, len(slots)))
-        for slot, row in zip(slots, logits):
-            check(slot, row)
-    assert decoder.lengths.min() >= model.config.block_size // 2
-
-
-def test_a_slot_slides_its_window_as_the_decoder_of_generate_does():
-    model = tiny_model()
-    decoder = SlotDecoder(model, n_slots=2)
-    decoder.prefill(1, list(range(8)))
-    decoder.step([1], [30])
-    assert decoder.context(1).tolist() == [5, 6, 7, 30]
 
 
 class Collector:

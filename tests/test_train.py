@@ -209,3 +209,78 @@ def test_a_writer_killed_mid_save_leaves_a_loadable_checkpoint(tmp_path):
         weights = ckpt.build_model().params.data
         step = ckpt.train_state["step"]
         assert step == 1 or np.all(weights == step), "a checkpoint mixes two saves"
+
+
+def test_early_stop_ends_the_run_after_k_evaluations_without_improvement(run, monkeypatch, capsys):
+    """Validation losses 5, 4, 4.5, 4.2, 4.1, ...: with --early-stop 2 the run ends after the
+    third and fourth evaluations fail to beat 4, at step 4 x 5; best stays the step-10 one."""
+    from numpygpt.training.trainer import Trainer
+    losses = iter([5.0, 4.0, 4.5, 4.2, 4.1, 4.0, 3.9, 3.8])
+
+    def evaluate(self):
+        loss = next(losses)
+        return {"train_loss": loss, "val_loss": loss, "train_ppl": 1.0, "val_ppl": 1.0, "val_bpb": loss / 2}
+    monkeypatch.setattr(Trainer, "evaluate", evaluate)
+    code, out = run("--steps", "40", "--eval-interval", "5", "--early-stop", "2")
+    assert code == 0
+    assert "early stop at step 20: the validation loss has not fallen below 4.0000 in 2 evaluations" in \
+        capsys.readouterr().err
+    assert checkpoint.load(out, "latest").train_state["step"] == 20
+    best = checkpoint.load(out, "best")
+    assert best.train_state["step"] == 10 and best.train_state["evaluation"]["val_loss"] == 4.0
+    assert checkpoint.load(out).path == best.path  # what sample, serve and export load
+
+
+def documents_corpus(folder, n=60):
+    """Many short documents, so a tiny model soon learns that each ends with <|endoftext|>."""
+    folder.mkdir()
+    texts = ["the cat sat on the mat.", "a dog ran in the park."]
+    (folder / "docs.txt").write_text("<|endoftext|>".join(texts[i % 2] for i in range(n)))
+    return texts
+
+
+def test_a_model_trained_on_documents_starts_from_endoftext_and_stops_at_it(tmp_path):
+    """Trained on a stream of documents separated by <|endoftext|>, the model starts a new
+    text from that token, and both `sample --stop-at-eot` and the server stop where a
+    document ends (not at max tokens)."""
+    texts = documents_corpus(tmp_path / "docs")
+    out = tmp_path / "out"
+    code = train.main(["--model", "tiny", "--block-size", "16", "--batch-size", "8", "--eval-iters", "2",
+                       "--sample-tokens", "0", "--vocab-size", "300", "--steps", "150", "--eval-interval", "150",
+                       "--lr", "3e-3", "--data", str(tmp_path / "docs"), "--out-dir", str(out)])
+    assert code == 0
+    assert checkpoint.load(out).train_state["trained_on_eot"] is True
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "sample.py"), "--out-dir", str(out), "--temperature", "0",
+                           "--stop-at-eot", "--max-new-tokens", "50"], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() in texts
+
+    from numpygpt.inference.loading import load_model
+    from numpygpt.inference.sampling import Sampler
+    from numpygpt.serve.scheduler import Engine, Request
+    loaded = load_model(out)
+    assert loaded.document_start() == [loaded.tokenizer.eot_token]
+    pieces = []
+    engine = Engine(loaded.model, loaded.tokenizer, max_batch=2).start()
+    try:
+        request = Request(prompt=loaded.document_start(), max_tokens=50, sampler=Sampler(temperature=0),
+                          on_piece=pieces.append, n=1)
+        engine.submit([request])
+        deadline = time.time() + 60
+        while not any(p.finish_reason for p in pieces) and time.time() < deadline:
+            time.sleep(0.05)
+    finally:
+        engine.close()
+    assert pieces[-1].finish_reason == "stop" and pieces[-1].completion_tokens < 50
+    assert "".join(p.text for p in pieces).strip() in texts
+
+
+def test_a_model_trained_on_one_document_starts_from_a_newline(run):
+    code, out = run("--steps", "2", "--eval-interval", "2")
+    assert code == 0
+    from numpygpt.inference.loading import load_model
+    loaded = load_model(out)
+    assert loaded.trained_on_eot is False
+    assert loaded.document_start() == loaded.tokenizer.encode_ordinary("\n")

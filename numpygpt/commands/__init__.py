@@ -52,6 +52,9 @@ def main(argv=None, prog: str | None = None) -> int:
     name = argv[0]
     if name not in COMMANDS:
         fail("numpygpt", f"unknown command {name!r}; choose one of: {', '.join(COMMANDS)}")
+    kernels = os.environ.get("NUMPYGPT_KERNELS", "numba")
+    if kernels not in ("numba", "numpy"):  # read when the kernels load, so say it first
+        fail(prog or f"numpygpt {name}", f"NUMPYGPT_KERNELS must be numba or numpy, not {kernels!r}")
     parser, module = build_parser(name, prog)
     try:
         args = parser.parse_args(argv[1:])

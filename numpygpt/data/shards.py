@@ -444,4 +444,4 @@ def load_shards(folder, tokenizer: str | None = None, home: Path | None = None, 
             check_shard(folder / shard["file"], dtype, vocab_hash, shard["tokens"])
         splits[split] = ShardedTokens([folder / s["file"] for s in shards], [s["tokens"] for s in shards], dtype)
     return Dataset(splits["train"].part(rank, world_size), splits["val"], folder / "tokenizer", folder.name,
-                   manifest["cursor"]["text_bytes"]["val"])
+                   manifest["cursor"]["text_bytes"]["val"], manifest["cursor"]["documents"]["train"])

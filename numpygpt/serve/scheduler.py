@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..inference.slots import SlotDecoder
+from ..inference.decoder import Decoder
 from .text import CompletionText
 
 
@@ -90,7 +90,7 @@ class Sequence:
 
 
 class Engine:
-    """Continuous-batching text generation over a SlotDecoder with `max_batch` slots.
+    """Continuous-batching text generation over a Decoder with `max_batch` slots.
 
     engine.start(); engine.submit([request, ...]); ...; engine.close()
     max_queue: requests that may wait while every slot is busy; submit raises QueueFull
@@ -103,7 +103,7 @@ class Engine:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         if max_queue < 0:
             raise ValueError(f"max_queue must be 0 or more, got {max_queue}")
-        self.decoder = SlotDecoder(model, max_batch)
+        self.decoder = Decoder(model, max_batch)
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.n_vocab = tokenizer.n_vocab
@@ -186,7 +186,7 @@ class Engine:
 
     def _join(self, request, slots):
         """Prefill the prompt into the first slot, copy it into the others."""
-        logits = self.decoder.prefill(slots[0], request.prompt)
+        logits = self.decoder.prefill([slots[0]], [request.prompt])[0]
         for index, slot in enumerate(slots):
             if index:
                 self.decoder.copy(slots[0], slot)

@@ -82,8 +82,8 @@ TRAIN_PRESETS = {
 # hundred steps on a small text do not overfit a model trained on 40 GB), at the model's own
 # context, as nanoGPT's and Hugging Face's fine-tuning recipes do. Evaluations come often,
 # since such a run is short and its best checkpoint is the one to keep.
-FINE_TUNING = {"batch_size": 4, "lr": 3e-5, "min_lr": 3e-5, "warmup_steps": 0, "dropout": 0.0, "steps": 500,
-               "eval_interval": 50, "eval_iters": 10}
+FINE_TUNING = {"batch_size": 4, "lr": 3e-5, "warmup_steps": 0, "dropout": 0.0, "steps": 500, "eval_interval": 50,
+               "eval_iters": 10}  # and min_lr = lr (see numpygpt.commands.train)
 
 
 def train_preset(model_name: str) -> dict:
