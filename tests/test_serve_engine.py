@@ -3,7 +3,6 @@ changes a seeded completion; stop sequences never leak into the text; cancelled 
 their slots."""
 import threading
 
-import numpy as np
 import pytest
 
 import bpe

@@ -16,6 +16,7 @@ from .args import ArgumentParser, fail
 COMMANDS = {
     "train": "train a GPT on a text corpus (tiny Shakespeare by default), or fine-tune GPT-2",
     "sample": "write text with a trained model (temperature, top-k, top-p)",
+    "eval": "score a model on a whole text: nats/token, perplexity, bits per byte",
     "prepare": "tokenize a corpus of any size into shards for train --data",
     "serve": "serve a model over HTTP in OpenAI's completions API, with a playground page",
     "export": "write a checkpoint as a Hugging Face GPT-2 folder",
@@ -23,7 +24,7 @@ COMMANDS = {
     "gradcheck": "check every hand-written backward pass against finite differences",
     "tokenizer": "learn a byte-level BPE, or encode and decode text with one",
 }
-MODULES = {}  # a command whose module has another name
+MODULES = {"eval": "evaluate"}  # `eval` is a Python built-in, not a good module name
 
 
 def overview() -> str:

@@ -40,13 +40,15 @@ class LoadedModel:
 
     name: the model's own name (its output directory's or folder's); description: what was
     loaded, for the line each command prints; trained_on_eot: the model has seen
-    <|endoftext|> start a text, so a new text can start from it."""
+    <|endoftext|> start a text, so a new text can start from it; train_data: the path its run
+    trained on (None: tiny Shakespeare, or not known)."""
     model: GPT
     tokenizer: bpe.Tokenizer
     tokenizer_dir: Path
     name: str
     description: str
     trained_on_eot: bool
+    train_data: str | None = None
 
     def document_start(self) -> list[int]:
         return document_start(self.tokenizer, self.trained_on_eot)
@@ -70,7 +72,7 @@ def load_model(out_dir="out", which: str | None = None, init_from: str | None = 
         model = hf.load(init_from)
         folder = hf.resolve(init_from)
         tokenizer_dir = tokenizer or folder
-        name, description, trained_on_eot = Path(init_from).name, f"Hugging Face GPT-2 {folder}", True
+        name, description, trained_on_eot, train_data = Path(init_from).name, f"Hugging Face GPT-2 {folder}", True, None
     else:
         if which is not None and not CHECKPOINT_NAMES.fullmatch(which):
             ckpt = checkpoint.load(which)  # a path
@@ -84,8 +86,9 @@ def load_model(out_dir="out", which: str | None = None, init_from: str | None = 
             else ckpt.path.resolve().name
         description = ckpt.summary()
         trained_on_eot = ckpt.train_state.get("trained_on_eot", True)
+        train_data = ckpt.train_state.get("data")
     tok = load_tokenizer(tokenizer_dir)
     if tok.n_vocab > model.config.vocab_size:
         raise TokenizerError(f"the tokenizer in {tokenizer_dir} has {tok.n_vocab} tokens but the model only "
                              f"{model.config.vocab_size}; pass the tokenizer the model was trained with (--tokenizer)")
-    return LoadedModel(model, tok, Path(tokenizer_dir), name, description, trained_on_eot)
+    return LoadedModel(model, tok, Path(tokenizer_dir), name, description, trained_on_eot, train_data)
