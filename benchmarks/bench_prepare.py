@@ -3,7 +3,7 @@
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_prepare.py --sizes 100 300
 
 For each size, a corpus is generated in a temporary folder (never in the repository) by
-repeating the texts in ../shared/data/ and the Python reference manual (pydoc_data), cut into
+repeating the texts in data/ and the Python reference manual (pydoc_data), cut into
 documents of about 50 KB at paragraph breaks, in .txt files of 32 MB separated by
 <|endoftext|>. Each size is then prepared with GPT-2's vocabulary once per core count, in a
 subprocess: on one core it is pinned there with `taskset -c 0` and given --workers 1.
@@ -26,17 +26,17 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = REPO_ROOT.parent / "shared"
+DATA = REPO_ROOT / "data"
 SEP = "<|endoftext|>"
 DOCUMENT_CHARS = 50_000
 FILE_BYTES = 32 << 20
 
 
 def source_documents() -> list[str]:
-    """The shared texts and pydoc_data's topics, cut into documents of about DOCUMENT_CHARS at
+    """The texts in data/ and pydoc_data's topics, cut into documents of about DOCUMENT_CHARS at
     paragraph breaks."""
     from pydoc_data.topics import topics
-    texts = [p.read_text(encoding="utf-8") for p in sorted((SHARED / "data").glob("*.txt"))]
+    texts = [p.read_text(encoding="utf-8") for p in sorted(DATA.glob("*.txt"))]
     texts += [topics[k] for k in sorted(topics)]
     documents, current = [], ""
     for paragraph in "\n\n".join(texts).split("\n\n"):
@@ -73,7 +73,7 @@ def machine_cpu_seconds() -> float:
 def run_prepare(corpus: Path, out: Path, cores: int) -> dict:
     """Prepare in a subprocess pinned to `cores` cores; wall s, CLI MB/s, cores used, peak MB."""
     command = [sys.executable, "-m", "numpygpt", "prepare", str(corpus), "--out", str(out),
-               "--tokenizer", str(SHARED / "gpt2"), "--workers", str(cores)]
+               "--tokenizer", str(DATA / "gpt2"), "--workers", str(cores)]
     if cores < os.cpu_count():
         command = ["taskset", "-c", ",".join(map(str, range(cores)))] + command
     start, machine_cpu = time.perf_counter(), machine_cpu_seconds()

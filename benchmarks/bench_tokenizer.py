@@ -31,13 +31,13 @@ import bpe  # noqa: E402
 from bpe.files import text_to_token  # noqa: E402
 from bpe.pretokenize import GPT2_PATTERN  # noqa: E402
 
-SHARED = REPO_ROOT.parent / "shared"
+DATA = REPO_ROOT / "data"
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--text", type=Path, default=SHARED / "data" / "tinyshakespeare.txt")
-    parser.add_argument("--gpt2", type=Path, default=SHARED / "gpt2",
+    parser.add_argument("--text", type=Path, default=DATA / "tinyshakespeare.txt")
+    parser.add_argument("--gpt2", type=Path, default=DATA / "gpt2",
                         help="folder with GPT-2's encoder.json + vocab.bpe")
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--threads", type=int, default=os.cpu_count())

@@ -5,11 +5,11 @@ import os
 # kernels between them. Each pool's idle threads spin before they sleep, stealing the cores
 # from the other pool's next call, so both are told to sleep soon (set before either loads;
 # a value the user set wins):
-# - OMP_WAIT_POLICY=PASSIVE: OpenMP's threads sleep at once (a 64x64 matmul after a kernel
-#   went from 3 ms to 0.03 ms);
+# - OMP_WAIT_POLICY=PASSIVE: OpenMP's threads sleep at once (a 64x64 matmul right after a
+#   kernel takes 0.03 ms with it, 3 ms without);
 # - OPENBLAS_THREAD_TIMEOUT=18: OpenBLAS's threads spin 2^18 cycles (~0.1 ms), not its default
-#   2^28 (~0.1 s), before they sleep (shakespeare step 267-323 ms -> 249-266 ms; the tiny
-#   preset's 7 ms step, all wake-ups, loses ~1 ms).
+#   2^28 (~0.1 s), before they sleep (a shakespeare step: 249-266 ms with it, 267-323 ms
+#   without; the tiny preset's 7 ms step, all wake-ups, costs ~1 ms more with it).
 THREAD_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "18"}
 for _name, _value in THREAD_DEFAULTS.items():
     os.environ.setdefault(_name, _value)
