@@ -44,7 +44,7 @@ def test_draws_follow_softmax_of_logits_over_temperature(temperature):
 def test_draw_never_picks_a_zero_probability_token():
     """Inverse-transform sampling with zeros at the start, middle and end of the row."""
     probs = np.array([[0.0, 0.5, 0.0, 0.5, 0.0]])
-    tokens = draw(np.repeat(probs, 10_000, axis=0), np.random.default_rng(2))
+    tokens = draw(np.repeat(probs, 10_000, axis=0), np.random.default_rng(2).random(10_000))
     assert set(tokens.tolist()) == {1, 3}
 
 
@@ -109,3 +109,16 @@ def test_sampler_rejects_bad_settings(kwargs):
     """Settings outside their range fail at construction, naming the setting."""
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         Sampler(**kwargs)
+
+
+def test_rows_sampled_together_equal_each_row_sampled_alone():
+    """The server samples every active sequence in one pass, each with its own settings and
+    generator: the tokens are those each row would draw alone."""
+    from numpygpt.inference.sampling import sample_rows
+    logits = np.random.default_rng(7).normal(size=(6, 50)) * 3
+    samplers = [Sampler(), Sampler(temperature=0), Sampler(temperature=0.7, top_k=5),
+                Sampler(top_p=0.8), Sampler(temperature=1.3, top_k=10, top_p=0.9), Sampler(top_k=1)]
+    for seed in range(20):
+        together = sample_rows(logits, samplers, [np.random.default_rng([seed, i]) for i in range(6)])
+        alone = [s(logits[i:i + 1], np.random.default_rng([seed, i]))[0] for i, s in enumerate(samplers)]
+        assert together.tolist() == list(alone)

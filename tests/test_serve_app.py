@@ -162,7 +162,7 @@ BAD_REQUESTS = [  # (JSON body or raw bytes, status, param)
     ({"prompt": "x", "top_k": 0}, 400, "top_k"),
     ({"prompt": "x", "n": 0}, 400, "n"),
     ({"prompt": "x", "n": 5}, 400, "n"),  # more than the server's batch of 4
-    ({"prompt": "x", "max_tokens": 0}, 400, "max_tokens"),
+    ({"prompt": "x", "max_tokens": -1}, 400, "max_tokens"),
     ({"prompt": "x", "max_tokens": 10**6}, 400, "max_tokens"),
     ({"prompt": "x", "max_tokens": 1.5}, 400, "max_tokens"),
     ({"prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
@@ -170,14 +170,20 @@ BAD_REQUESTS = [  # (JSON body or raw bytes, status, param)
     ({"prompt": "x", "seed": 2**70}, 400, "seed"),
     ({"prompt": "x", "stream": "yes"}, 400, "stream"),
     ({"prompt": "x", "frobnicate": 1}, 400, "frobnicate"),
-    ({"prompt": "x", "logprobs": 2}, 400, "logprobs"),
-    ({"prompt": "x", "echo": True}, 400, "echo"),
+    ({"prompt": "x", "logprobs": 21}, 400, "logprobs"),
+    ({"prompt": "x", "logprobs": -1}, 400, "logprobs"),
+    ({"prompt": "x", "echo": "yes"}, 400, "echo"),
+    ({"prompt": [1, 300]}, 400, "prompt"),  # the byte vocabulary ends at 256
+    ({"prompt": [[1, 2], []]}, 400, "prompt"),
+    ({"prompt": ["a"] * 20}, 400, "prompt"),  # 20 sequences: more than 4 slots + 8 waiting, ever
+    ({"prompt": "x", "presence_penalty": 1.0}, 400, "presence_penalty"),
     ({"max_tokens": 3}, 400, "prompt"),
     ({"prompt": []}, 400, "prompt"),
     ({"prompt": 42}, 400, "prompt"),
     ([1, 2], 400, None),
     (b"{not json", 400, None),
     ({"prompt": "x", "model": "gpt-4"}, 404, "model"),
+    ({"prompt": [65] * (MAX_PROMPT_TOKENS + 1)}, 413, "prompt"),
     ({"prompt": "x" * (MAX_PROMPT_TOKENS + 1)}, 413, "prompt"),
     ({"prompt": ["ok", "y" * (MAX_PROMPT_TOKENS + 1)]}, 413, "prompt"),
 ]
@@ -336,3 +342,114 @@ def test_bad_command_lines_fail_with_one_line(out_dir, tmp_path):
             assert message in first and "Traceback" not in stderr, stderr
     finally:
         busy.close()
+
+
+def test_echo_with_max_tokens_0_scores_the_prompt_as_numpygpt_eval_does(server, client):
+    """What evaluation harnesses send: the prompt's tokens' log-probabilities equal the
+    per-token values of the scoring numpygpt eval uses, and the first is null."""
+    from numpygpt.inference.scoring import score_tokens
+    text = "To be, or not to be"
+    reply = complete(client, prompt=text, max_tokens=0, echo=True, logprobs=3)
+    choice, = reply.choices
+    assert choice.text == text and choice.finish_reason == "length"
+    assert reply.usage.completion_tokens == 0 and reply.usage.prompt_tokens == len(text)
+    lp = choice.logprobs
+    assert lp.tokens == list(text) and lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    assert lp.text_offset == list(range(len(text)))
+    expected = score_tokens(server.engine.model, list(text.encode()))
+    np = pytest.importorskip("numpy")
+    np.testing.assert_allclose(lp.token_logprobs[1:], -expected.token_nats[1:], rtol=1e-9)
+    for top, logprob, token in zip(lp.top_logprobs[1:], lp.token_logprobs[1:], lp.tokens[1:]):
+        assert len(top) == 3 and max(top.values()) >= logprob - 1e-12
+        assert token not in top or top[token] == pytest.approx(logprob)
+
+
+def test_token_id_prompts_and_logprobs_of_generated_tokens(server, client):
+    """Prompts as ids (one list, or a list of lists) give what the same text gives; each
+    generated token's log-probability is that of the distribution it was drawn from (after
+    temperature), and its top alternatives are sorted."""
+    by_text = complete(client, prompt="Hello", max_tokens=8, seed=4, temperature=0.7, logprobs=2)
+    by_ids = complete(client, prompt=list(b"Hello"), max_tokens=8, seed=4, temperature=0.7, logprobs=2)
+    assert by_ids.choices[0].text == by_text.choices[0].text
+    assert by_ids.choices[0].logprobs.token_logprobs == by_text.choices[0].logprobs.token_logprobs
+    two = complete(client, prompt=[list(b"Hello"), list(b"Hi")], max_tokens=3, seed=4, temperature=0)
+    assert len(two.choices) == 2
+    lp = by_text.choices[0].logprobs
+    assert len(lp.tokens) == by_text.usage.completion_tokens
+    whole = [t for t in lp.tokens if not t.startswith("bytes:")]  # a byte of a character cannot stand alone
+    assert "".join(lp.tokens) == by_text.choices[0].text or len(whole) < len(lp.tokens)
+    assert all(value <= 0 for value in lp.token_logprobs)
+    for top in lp.top_logprobs:
+        assert len(top) == 2 and list(top.values()) == sorted(top.values(), reverse=True)
+    assert lp.text_offset == sorted(lp.text_offset) and lp.text_offset[0] == 0
+    assert lp.text_offset[-1] <= len(by_text.choices[0].text)
+    echoed = complete(client, prompt="Hello", max_tokens=8, seed=4, temperature=0.7, logprobs=2, echo=True)
+    assert echoed.choices[0].text == "Hello" + by_text.choices[0].text
+    assert echoed.choices[0].logprobs.token_logprobs[5:] == lp.token_logprobs
+
+
+def test_a_streamed_echo_sends_the_prompt_first_with_its_logprobs(server):
+    chunks = []
+    with httpx.stream("POST", f"{server.url}/v1/completions", timeout=30,
+                      json={"prompt": "abc", "max_tokens": 4, "echo": True, "logprobs": 1, "stream": True,
+                            "seed": 1}) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: {"):
+                chunks.append(json.loads(line[6:]))
+    first = chunks[0]["choices"][0]
+    assert first["text"] == "abc" and first["logprobs"]["token_logprobs"][0] is None
+    later = [c["choices"][0]["logprobs"]["text_offset"] for c in chunks[1:] if c["choices"]]
+    assert later[0][0] == 3  # offsets count the echoed prompt
+
+
+def test_tokenize_and_detokenize(server):
+    tokens = httpx.post(f"{server.url}/tokenize", json={"prompt": "héllo"}).json()
+    assert tokens == {"tokens": list("héllo".encode()), "count": 6, "max_model_len": MAX_PROMPT_TOKENS}
+    assert httpx.post(f"{server.url}/detokenize", json={"tokens": tokens["tokens"]}).json() == {"prompt": "héllo"}
+    refused = httpx.post(f"{server.url}/detokenize", json={"tokens": [999]})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "tokens"
+
+
+def test_metrics_in_prometheus_text_format(server, client):
+    complete(client, max_tokens=5, seed=2)
+    httpx.post(f"{server.url}/v1/completions", json={"prompt": "x", "n": 0})
+    text = httpx.get(f"{server.url}/metrics").text
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    assert values['numpygpt_requests_total{status="200"}'] >= 1
+    assert values['numpygpt_requests_total{status="400"}'] >= 1
+    assert values["numpygpt_generated_tokens_total"] >= 5 and values["numpygpt_prompt_tokens_total"] >= 5
+    assert values["numpygpt_slots"] == 4 and "numpygpt_queue_sequences" in values
+    assert values['numpygpt_time_to_first_token_seconds_bucket{le="+Inf"}'] >= 1
+    assert values["numpygpt_time_per_output_token_seconds_count"] >= 4
+    assert "# TYPE numpygpt_time_to_first_token_seconds histogram" in text
+
+
+def test_a_client_that_disconnects_without_a_stream_frees_its_slots():
+    """A non-streaming request whose client goes away stops decoding at the next step: its
+    slot is free, and the next request is served at once, not after max_tokens."""
+    with serving(small_model(n_layer=4, n_embd=256), max_batch=1, max_queue=0) as server:
+        complete(server.client(), max_tokens=2)  # compiled and warm
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{server.url}/v1/completions", json={"prompt": "x", "max_tokens": 256, "seed": 1},
+                       timeout=0.3)
+        deadline = time.monotonic() + 10
+        while server.engine.stats()["active"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.engine.stats()["active"] == 0
+        assert server.engine.stats()["steps"] < 250  # it did not decode its 256 tokens
+        assert complete(server.client(), max_tokens=2).choices
+
+
+def test_the_official_client_scores_a_text_as_an_evaluation_harness_does(server, client):
+    """lm-evaluation-harness's local-completions sends prompts as token ids, echo, logprobs
+    and max_tokens 0, and sums the continuation's token log-probabilities."""
+    context, continuation = list(b"The cat "), list(b"sat")
+    reply = client.completions.create(model=MODEL, prompt=[context + continuation], max_tokens=0, echo=True,
+                                      logprobs=1, temperature=0)
+    logprobs = reply.choices[0].logprobs.token_logprobs
+    assert len(logprobs) == len(context) + len(continuation)
+    assert sum(logprobs[len(context):]) < 0

@@ -10,7 +10,7 @@ from numpygpt.config import GPTConfig
 from numpygpt.inference.generate import generate
 from numpygpt.model import GPT
 from numpygpt.inference.sampling import Sampler
-from numpygpt.serve.scheduler import Engine, QueueFull, Request
+from numpygpt.serve.scheduler import Engine, NeverFits, QueueFull, Request
 from numpygpt.serve.text import CompletionText
 
 TOLERANCE = 1e-10
@@ -141,9 +141,12 @@ def test_bad_requests_are_refused_at_submit():
     engine = Engine(tiny_model(vocab_size=257), byte_tokenizer(), max_batch=2)
     for spec, message in [(([1], 5, 3, 0, Sampler(), ()), "n must be"),
                           (([], 5, 1, 0, Sampler(), ()), "empty"),
-                          (([1], 0, 1, 0, Sampler(), ()), "max_tokens")]:
+                          (([1], -1, 1, 0, Sampler(), ()), "max_tokens")]:
         with pytest.raises(ValueError, match=message):
             engine.submit(make_requests([spec]))
+    # More sequences than 2 slots and 64 waiting could ever hold: refused for good, not "later".
+    with pytest.raises(NeverFits, match="67 sequences"):
+        engine.submit(make_requests([([1], 5, 1, 0, Sampler(), ())] * 67))
 
 
 def pieces(tokens, stop, close=True):

@@ -29,33 +29,45 @@ def softmax(logits):
     return probs
 
 
+def log_softmax(logits):
+    """logits: (B, V) -> log-probabilities (B, V) float64."""
+    z = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
 def top_k_filter(logits, k):
-    """logits: (B, V) -> a copy where every token outside the k most likely is -inf."""
-    if k >= logits.shape[-1]:
-        return logits.copy()
-    kth_largest = np.partition(logits, -k, axis=-1)[:, -k, None]           # (B, 1)
+    """logits: (B, V); k: an int, or (B,) ints, one per row -> a copy where every token
+    outside its row's k most likely is -inf."""
+    k = np.broadcast_to(np.minimum(k, logits.shape[-1]), logits.shape[:1])
+    kth_largest = np.empty((logits.shape[0], 1), dtype=logits.dtype)
+    for value in np.unique(k):  # rows that share a k share one partition
+        rows = k == value
+        kth_largest[rows] = np.partition(logits[rows], -value, axis=-1)[:, -value, None]
     return np.where(logits < kth_largest, -np.inf, logits)
 
 
 def top_p_filter(logits, p):
-    """logits: (B, V) -> a copy where every token outside the nucleus of mass p is -inf."""
+    """logits: (B, V); p: a float, or (B,) floats, one per row -> a copy where every token
+    outside its row's nucleus of mass p is -inf (a row with p = 1 keeps every token)."""
+    p = np.broadcast_to(p, logits.shape[:1])[:, None]
     probs = softmax(logits)
     descending = -np.sort(-probs, axis=-1)
     mass_before = np.cumsum(descending, axis=-1) - descending              # (B, V)
     # The token that crosses p is the last one whose predecessors hold less than p.
     crossing = (mass_before < p).sum(axis=-1, keepdims=True) - 1            # (B, 1)
     cutoff = np.take_along_axis(descending, crossing, axis=-1)
-    return np.where(probs < cutoff, -np.inf, logits)
+    return np.where((probs < cutoff) & (p < 1), -np.inf, logits)
 
 
-def draw(probs, rng):
-    """probs: (B, V), each row summing to 1 -> (B,) int64 token ids, one draw per row.
+def draw(probs, uniforms):
+    """probs: (B, V), each row summing to 1; uniforms: (B,) draws in [0, 1) -> (B,) int64
+    token ids.
 
-    Inverse transform sampling: the first token whose cumulative mass exceeds a uniform u. A
-    token of probability 0 adds nothing to the cumulative mass, so it can never be first.
+    Inverse transform sampling: the first token whose cumulative mass exceeds u. A token of
+    probability 0 adds nothing to the cumulative mass, so it can never be first.
     """
     cdf = np.cumsum(probs, axis=-1)
-    u = rng.random(probs.shape[0])[:, None] * cdf[:, -1:]                  # u < total
+    u = np.asarray(uniforms)[:, None] * cdf[:, -1:]                        # u < total
     return (cdf <= u).sum(axis=-1)
 
 
@@ -82,11 +94,35 @@ class Sampler:
 
     def __call__(self, logits, rng):
         """logits: (B, V) float; rng: numpy Generator -> (B,) int64 token ids."""
-        if self.temperature == 0:
-            return np.argmax(logits, axis=-1)
-        logits = logits.astype(np.float64) / self.temperature
-        if self.top_k is not None:
-            logits = top_k_filter(logits, self.top_k)
-        if self.top_p < 1:
-            logits = top_p_filter(logits, self.top_p)
-        return draw(softmax(logits), rng)
+        return sample_rows(logits, [self] * logits.shape[0], rng)
+
+
+def scaled_logits(logits, samplers):
+    """logits (B, V) divided by each row's temperature, in float64: the logits a row is
+    sampled from, whose log-softmax is what the server reports as a token's log-probability
+    (a greedy row, temperature 0, keeps the model's own logits)."""
+    temperature = np.array([s.temperature for s in samplers], dtype=np.float64)
+    return logits.astype(np.float64) / np.where(temperature > 0, temperature, 1.0)[:, None]
+
+
+def sample_rows(logits, samplers, rng):
+    """One token per row of logits (B, V), row b by samplers[b], in one pass over the batch.
+
+    rng: a numpy Generator, or one per row (each row then draws from its own, so a row's
+    token never depends on the other rows). Returns (B,) int64. Row b's token equals
+    samplers[b](logits[b:b+1], its generator)."""
+    greedy = np.array([s.temperature == 0 for s in samplers])
+    tokens = np.argmax(logits, axis=-1)
+    sampled = np.flatnonzero(~greedy)
+    if len(sampled) == 0:
+        return tokens
+    chosen = [samplers[i] for i in sampled]
+    z = scaled_logits(logits[sampled], chosen)
+    if any(s.top_k is not None for s in chosen):
+        z = top_k_filter(z, np.array([s.top_k or z.shape[-1] for s in chosen]))
+    if any(s.top_p < 1 for s in chosen):
+        z = top_p_filter(z, np.array([s.top_p for s in chosen]))
+    rngs = rng if isinstance(rng, (list, tuple)) else None
+    uniforms = rng.random(len(sampled)) if rngs is None else np.array([rngs[i].random() for i in sampled])
+    tokens[sampled] = draw(softmax(z), uniforms)
+    return tokens

@@ -26,8 +26,11 @@ from ..errors import ConfigError
 @dataclass
 class Scores:
     """token_nats: (N,) float64, -log p(token j | the tokens before it in its window); the first
-    token's is NaN (not scored)."""
+    token's is NaN (not scored). With top = k: top_ids, top_nats (N, k), the k most likely
+    tokens at each position and their -log p, most likely first (the first row: -1 and NaN)."""
     token_nats: np.ndarray
+    top_ids: np.ndarray | None = None
+    top_nats: np.ndarray | None = None
 
     @property
     def tokens(self) -> int:
@@ -65,14 +68,18 @@ def windows(n_tokens: int, block_size: int, stride: int):
         begin += stride
 
 
-def score_tokens(model, ids, *, stride: int | None = None, batch_size: int = 8, on_progress=None) -> Scores:
+def score_tokens(model, ids, *, stride: int | None = None, batch_size: int = 8, top: int = 0,
+                 on_progress=None) -> Scores:
     """Scores of the token ids (N,) under `model` (evaluation mode), windows of the model's
-    context `stride` apart (default: half the context). on_progress(done, total): told the
-    tokens scored so far after each batch."""
+    context `stride` apart (default: half the context); with the `top` most likely tokens at
+    each position too. on_progress(done, total): told the tokens scored so far after each
+    batch."""
     ids = np.asarray(ids, dtype=np.int64)
     block = model.config.block_size
     stride = stride or max(1, block // 2)
     token_nats = np.full(len(ids), np.nan)
+    top = min(top, model.config.vocab_size)
+    top_ids, top_nats = np.full((len(ids), top), -1), np.full((len(ids), top), np.nan)
     plan = list(windows(len(ids), block, stride))
     done = 0
     # Windows of one length go through the model together; only the last can be shorter.
@@ -84,13 +91,21 @@ def score_tokens(model, ids, *, stride: int | None = None, batch_size: int = 8, 
             targets = np.stack([ids[b + 1:b + 1 + length] for b, _, _ in batch])
             for row, (_, _, first) in enumerate(batch):
                 targets[row, :first] = -1  # scored by an earlier window
-            nats = target_nats(model.forward(x), targets)
+            logits = model.forward(x)
+            nats = target_nats(logits, targets)  # logits are the probabilities from here
             for row, (b, _, first) in enumerate(batch):
                 token_nats[b + 1 + first:b + 1 + length] = nats[row, first:]
+                if top:
+                    probs = logits[row, first:]
+                    best = np.argpartition(-probs, top - 1, axis=-1)[:, :top]
+                    best = np.take_along_axis(best, np.argsort(-np.take_along_axis(probs, best, axis=-1), axis=-1),
+                                              axis=-1)
+                    top_ids[b + 1 + first:b + 1 + length] = best
+                    top_nats[b + 1 + first:b + 1 + length] = -np.log(np.take_along_axis(probs, best, axis=-1))
             done += sum(length - first for _, _, first in batch)
             if on_progress is not None:
                 on_progress(done, len(ids) - 1)
-    return Scores(token_nats)
+    return Scores(token_nats, top_ids if top else None, top_nats if top else None)
 
 
 def target_nats(logits, targets) -> np.ndarray:

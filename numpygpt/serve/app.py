@@ -1,14 +1,20 @@
 """The HTTP side: an OpenAI-compatible FastAPI application over a running scheduler.Engine.
 
-    POST /v1/completions     prompt(s) in, completions out, whole or as server-sent events
+    POST /v1/completions     prompt(s) in, completions out, whole or as server-sent events;
+                             logprobs and echo, for evaluation harnesses
+    POST /tokenize           text -> token ids, and POST /detokenize back (vLLM's names)
     GET  /v1/models          the one model served (and /v1/models/{id})
     GET  /health             liveness, and how busy the engine is
+    GET  /metrics            Prometheus' text format (serve/metrics.py)
     GET  /                   the playground page
 
 Every error, including FastAPI's own validation errors and unknown routes, is OpenAI's error
 JSON with the status a client expects: 400 bad parameters, 401 no or wrong key, 404 unknown
 model or route, 413 prompt over the limit, 503 queue full. Generation runs on the engine's
-thread; the event loop only waits for its pieces, so it keeps accepting requests.
+thread; the event loop only waits for its pieces, so it keeps accepting requests. A client
+that goes away, streaming or not, has its sequences cancelled: their slots are free at the
+next step. (Authentication is plain ASGI middleware for that reason: Starlette's
+`@app.middleware("http")` hides a disconnect from the route.)
 """
 import asyncio
 import hmac
@@ -19,16 +25,17 @@ from importlib import resources
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
+from ..inference.generate import TextStream
 from ..inference.sampling import Sampler
 from . import protocol
-from .scheduler import QueueFull
+from .scheduler import NeverFits, QueueFull
 from .scheduler import Request as EngineRequest
 
 DISCONNECT_POLL_SECONDS = 0.25  # how soon a vanished client's slots are given back
-OPEN_PATHS = ("/", "/health")   # served without the API key: no model output
+OPEN_PATHS = ("/", "/health", "/metrics")   # served without the API key: no model output
 
 
 class APIError(Exception):
@@ -66,6 +73,45 @@ def validation_error(exc):
     return APIError(400, message, param=param, code="invalid_value")
 
 
+class Authentication:
+    """ASGI middleware: with an API key, every path but OPEN_PATHS needs `Authorization:
+    Bearer KEY`; without one, only clients on a loopback address are served. It also counts
+    the responses by status for /metrics."""
+
+    def __init__(self, app, api_key, metrics):
+        self.app, self.api_key, self.metrics = app, api_key, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        refusal = self.refusal(scope)
+        if refusal is not None:
+            self.metrics.response(401)
+            response = JSONResponse(protocol.error_body(refusal, code="invalid_api_key"), status_code=401)
+            return await response(scope, receive, send)
+
+        async def counted(message):
+            if message["type"] == "http.response.start":
+                self.metrics.response(message["status"])
+            await send(message)
+        await self.app(scope, receive, counted)
+
+    def refusal(self, scope):
+        """Why this request may not be served, or None."""
+        if self.api_key is not None:
+            headers = dict(scope.get("headers") or [])
+            given = headers.get(b"authorization", b"")
+            if scope["path"] not in OPEN_PATHS and \
+                    not hmac.compare_digest(given, f"Bearer {self.api_key}".encode()):
+                return "missing or wrong API key: send the header 'Authorization: Bearer KEY'"
+            return None
+        client = scope.get("client")
+        if not is_loopback(client[0] if client else None):
+            return ("this server has no API key, so it serves its own machine only; restart it with --api-key "
+                    "to serve other machines")
+        return None
+
+
 def create_app(engine, tokenizer, *, model_name, api_key=None, max_prompt_tokens,
                max_new_tokens, document_start=None):
     """The application serving `engine` (started and closed by the caller).
@@ -78,6 +124,7 @@ def create_app(engine, tokenizer, *, model_name, api_key=None, max_prompt_tokens
     (default: <|endoftext|>, else a newline).
     """
     app = FastAPI(title="numpygpt", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(Authentication, api_key=api_key, metrics=engine.metrics)
     playground = resources.files(__package__).joinpath("playground.html").read_text()
     created = int(time.time())
     start = document_start or ([tokenizer.eot_token] if tokenizer.eot_token is not None
@@ -103,21 +150,6 @@ def create_app(engine, tokenizer, *, model_name, api_key=None, max_prompt_tokens
             error = APIError(exc.status_code, str(exc.detail))
         return await api_error(request, error)
 
-    @app.middleware("http")
-    async def authenticate(request, call_next):
-        if api_key is not None:
-            given = request.headers.get("authorization", "")
-            if request.url.path not in OPEN_PATHS and \
-                    not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
-                return JSONResponse(protocol.error_body(
-                    "missing or wrong API key: send the header 'Authorization: Bearer KEY'",
-                    code="invalid_api_key"), status_code=401)
-        elif not is_loopback(request.client.host if request.client else None):
-            return JSONResponse(protocol.error_body(
-                "this server has no API key, so it serves its own machine only; restart it "
-                "with --api-key to serve other machines", code="invalid_api_key"), status_code=401)
-        return await call_next(request)
-
     @app.get("/", response_class=HTMLResponse)
     async def page():
         return playground
@@ -125,6 +157,14 @@ def create_app(engine, tokenizer, *, model_name, api_key=None, max_prompt_tokens
     @app.get("/health")
     async def health():
         return {"status": "ok", "model": model_name, **engine.stats()}
+
+    @app.get("/metrics")
+    async def metrics():
+        stats = engine.stats()
+        gauges = {"queue_sequences": ("Sequences waiting for a slot.", stats["waiting"]),
+                  "active_slots": ("Slots decoding a sequence.", stats["active"]),
+                  "slots": ("Slots of the KV cache.", stats["slots"])}
+        return PlainTextResponse(engine.metrics.render(gauges), media_type="text/plain; version=0.0.4")
 
     @app.get("/v1/models")
     async def models():
@@ -140,16 +180,44 @@ def create_app(engine, tokenizer, *, model_name, api_key=None, max_prompt_tokens
             raise APIError(404, f"the model {name!r} does not exist; this server serves "
                            f"{model_name!r}", param="model", code="model_not_found")
 
-    def encode(text):
-        """A prompt's token ids; the empty prompt starts a new document."""
-        if text == "":
-            return list(start)
-        ids = tokenizer.encode(text, allowed_special="all")
+    def token_text(token):
+        """A token as text, or `bytes:\\xe2\\x80` for bytes that are not whole characters (as
+        OpenAI writes them), so that no two tokens look alike."""
+        data = tokenizer.decode_bytes([token])
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            return "bytes:" + "".join(f"\\x{b:02x}" for b in data)
+
+    def encode(prompt):
+        """A prompt's token ids: a string encoded (the empty one starts a new text), or ids
+        checked against the vocabulary."""
+        if isinstance(prompt, str):
+            ids = list(start) if prompt == "" else tokenizer.encode(prompt, allowed_special="all")
+        else:
+            ids = list(prompt)
+            if max(ids) >= tokenizer.n_vocab:
+                raise APIError(400, f"token id {max(ids)} is outside the vocabulary (0..{tokenizer.n_vocab - 1})",
+                               param="prompt", code="invalid_value")
         if len(ids) > max_prompt_tokens:
             raise APIError(413, f"the prompt is {len(ids)} tokens long; this server takes at "
                            f"most {max_prompt_tokens}", param="prompt",
                            code="context_length_exceeded")
         return ids
+
+    @app.post("/tokenize")
+    async def tokenize(body: protocol.TokenizeRequest):
+        check_model(body.model)
+        ids = await asyncio.to_thread(tokenizer.encode, body.prompt, allowed_special="all")
+        return {"tokens": ids, "count": len(ids), "max_model_len": max_prompt_tokens}
+
+    @app.post("/detokenize")
+    async def detokenize(body: protocol.DetokenizeRequest):
+        check_model(body.model)
+        if body.tokens and max(body.tokens) >= tokenizer.n_vocab:
+            raise APIError(400, f"token id {max(body.tokens)} is outside the vocabulary "
+                           f"(0..{tokenizer.n_vocab - 1})", param="tokens", code="invalid_value")
+        return {"prompt": tokenizer.decode(body.tokens)}
 
     @app.post("/v1/completions")
     async def completions(body: protocol.CompletionRequest, http: Request):
@@ -164,7 +232,7 @@ def create_app(engine, tokenizer, *, model_name, api_key=None, max_prompt_tokens
         if body.max_tokens > max_new_tokens:
             raise APIError(400, f"max_tokens must be at most {max_new_tokens}",
                            param="max_tokens", code="invalid_value")
-        prompts = await asyncio.to_thread(lambda: [encode(text) for text in body.prompts])
+        prompts = await asyncio.to_thread(lambda: [encode(prompt) for prompt in body.prompts])
         sampler = Sampler(temperature=body.temperature, top_k=body.top_k, top_p=body.top_p)
         loop, pieces = asyncio.get_running_loop(), asyncio.Queue()
         held = [[] for _ in range(len(prompts) * body.n)]
@@ -175,18 +243,24 @@ def create_app(engine, tokenizer, *, model_name, api_key=None, max_prompt_tokens
                 if not body.stream and not piece.finish_reason:
                     # Waking the event loop for every token costs the engine thread the GIL
                     # once per token per request; without a stream, once per choice suffices.
-                    held[piece.index].append(piece.text)
+                    held[piece.index].append(piece)
                     return
-                piece.text = "".join(held[piece.index]) + piece.text
+                earlier, held[piece.index] = held[piece.index], []
+                piece.text = "".join(p.text for p in earlier) + piece.text
+                piece.logprobs = [e for p in earlier for e in p.logprobs] + piece.logprobs
                 loop.call_soon_threadsafe(pieces.put_nowait, piece)
             requests.append(EngineRequest(prompt=prompt, max_tokens=body.max_tokens,
                                           sampler=sampler, on_piece=on_piece, n=body.n,
-                                          seed=body.seed, stop=body.stops))
+                                          seed=body.seed, stop=body.stops, logprobs=body.logprobs,
+                                          echo=body.echo))
         try:
             engine.submit(requests)
+        except NeverFits as e:
+            raise APIError(400, str(e), param="prompt", code="invalid_value") from None
         except QueueFull as e:
             raise APIError(503, str(e), type="server_error", code="server_overloaded") from None
-        run = Completion(http, requests, pieces, len(prompts) * body.n)
+        run = Completion(http, requests, pieces, len(prompts) * body.n,
+                         token_text if body.logprobs is not None else None, tokenizer.decode_bytes)
 
         def usage():  # known once every choice has finished
             return protocol.usage(sum(map(len, prompts)), run.completion_tokens)
@@ -196,31 +270,47 @@ def create_app(engine, tokenizer, *, model_name, api_key=None, max_prompt_tokens
             return StreamingResponse(run.events(model_name, usage if include_usage else None),
                                      media_type="text/event-stream")
         try:
-            texts, finishes = await run.collect()
+            choices = await run.collect()
         finally:
             run.cancel()
-        return protocol.completion(run.id, model_name,
-                                   [protocol.choice(i, text, finish) for i, (text, finish)
-                                    in enumerate(zip(texts, finishes))], usage())
+        return protocol.completion(run.id, model_name, choices, usage())
 
     return app
 
 
 class Completion:
     """One HTTP request's engine requests, seen from the event loop: their pieces as they come,
-    and their cancellation when the client goes away."""
+    and their cancellation when the client goes away.
 
-    def __init__(self, http, requests, pieces, n_choices):
+    token_text: id -> str when the request asked for logprobs (None otherwise); decode_bytes:
+    ids -> bytes, to find where each token's text begins."""
+
+    def __init__(self, http, requests, pieces, n_choices, token_text=None, decode_bytes=None):
         self.http = http
         self.requests = requests
         self.pieces = pieces
         self.n_choices = n_choices
+        self.token_text = token_text
         self.id = protocol.completion_id()
         self.completion_tokens = 0
+        # Per choice, the characters its tokens have made so far: a token's text_offset.
+        self.texts = [TextStream(decode_bytes) for _ in range(n_choices)] if token_text else None
+        self.offsets = [0] * n_choices
 
     def cancel(self):
         for request in self.requests:
             request.cancel()
+
+    def choice(self, piece):
+        """The choice dict for a piece, with its logprobs when they were asked for."""
+        logprobs = None
+        if self.token_text is not None:
+            offsets = []
+            for entry in piece.logprobs:
+                offsets.append(self.offsets[piece.index])
+                self.offsets[piece.index] += len(self.texts[piece.index].push(entry.token))
+            logprobs = protocol.logprobs(piece.logprobs, self.token_text, offsets)
+        return protocol.choice(piece.index, piece.text, piece.finish_reason, logprobs)
 
     async def each_piece(self):
         """Pieces until every choice has finished; stops early if the client disconnects."""
@@ -230,6 +320,7 @@ class Completion:
                 piece = await asyncio.wait_for(self.pieces.get(), DISCONNECT_POLL_SECONDS)
             except TimeoutError:
                 if await self.http.is_disconnected():
+                    self.cancel()
                     return
                 continue
             if piece.finish_reason == "error":
@@ -240,12 +331,11 @@ class Completion:
             yield piece
 
     async def collect(self):
-        """Every choice's text and finish_reason, in index order."""
-        texts, finishes = [""] * self.n_choices, [None] * self.n_choices
+        """Every choice, whole, in index order."""
+        choices = [None] * self.n_choices
         async for piece in self.each_piece():
-            texts[piece.index] += piece.text
-            finishes[piece.index] = piece.finish_reason or finishes[piece.index]
-        return texts, finishes
+            choices[piece.index] = self.choice(piece)
+        return choices
 
     async def events(self, model_name, usage):
         """Server-sent events: a chunk per piece, the usage if asked, then [DONE]."""
@@ -253,8 +343,7 @@ class Completion:
             return f"data: {json.dumps(data)}\n\n"
         try:
             async for piece in self.each_piece():
-                yield event(protocol.completion(self.id, model_name, [protocol.choice(
-                    piece.index, piece.text, piece.finish_reason)], None))
+                yield event(protocol.completion(self.id, model_name, [self.choice(piece)], None))
             if usage is not None:
                 yield event(protocol.completion(self.id, model_name, [], usage()))
             yield "data: [DONE]\n\n"

@@ -39,7 +39,8 @@ def bits_per_byte(nats_per_token: float, tokens: int, utf8_bytes: int) -> float:
 
 
 class StopRequest:
-    """First Ctrl-C: finish the current step, save, exit. A second one interrupts at once."""
+    """First Ctrl-C: finish the current step, save, exit. A second one interrupts at once. A
+    Ctrl-C that comes during the last step is not lost: leaving the block raises it."""
 
     def __init__(self):
         self.requested = False
@@ -52,8 +53,10 @@ class StopRequest:
         self.requested = True
         signal.signal(signal.SIGINT, self.previous)
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
         signal.signal(signal.SIGINT, self.previous)
+        if self.requested and exc_type is None:
+            raise KeyboardInterrupt
 
 
 def generator_state(rng: np.random.Generator) -> dict:
