@@ -183,7 +183,7 @@ def max_differences(a: Path, b: Path) -> tuple[float, float]:
     assert [r["step"] for r in rows_a] == [r["step"] for r in rows_b] == [2, 4, 6, 8, 10]
     keys = ("loss", "grad_norm", "train_loss", "val_loss")
     loss_diff = max(abs(ra[k] - rb[k]) for ra, rb in zip(rows_a, rows_b) for k in keys)
-    ca, cb = checkpoint.load(a), checkpoint.load(b)
+    ca, cb = checkpoint.load(a, "latest", optimizer=True), checkpoint.load(b, "latest", optimizer=True)
     weight_diff = max(float(np.max(np.abs(ca.tensors[n] - cb.tensors[n]))) for n in ca.tensors)
     moment_diff = max(float(np.max(np.abs(ca.optimizer_state[k] - cb.optimizer_state[k]))) for k in ("m", "v"))
     assert ca.train_state["step"] == cb.train_state["step"] == 10

@@ -453,3 +453,43 @@ def test_the_official_client_scores_a_text_as_an_evaluation_harness_does(server,
     logprobs = reply.choices[0].logprobs.token_logprobs
     assert len(logprobs) == len(context) + len(continuation)
     assert sum(logprobs[len(context):]) < 0
+
+
+def test_a_body_over_the_limit_and_a_prompt_that_cannot_fit_are_refused_before_they_are_read(server):
+    big = httpx.post(f"{server.url}/v1/completions", content=b"x" * (5 << 20),
+                     headers={"content-type": "application/json"}, timeout=30)
+    assert big.status_code == 413 and big.json()["error"]["code"] == "request_too_large"
+    start = time.perf_counter()
+    long = httpx.post(f"{server.url}/v1/completions", json={"prompt": "y" * 1_000_000}, timeout=30)
+    assert long.status_code == 413 and long.json()["error"]["code"] == "context_length_exceeded"
+    assert time.perf_counter() - start < 5  # not tokenized whole
+
+
+def test_loopback_as_ipv6_writes_it_is_loopback_and_other_hosts_are_refused(server):
+    """A dual-stack socket reports IPv4 loopback as ::ffff:127.0.0.1; a keyless server
+    answers only under a local Host name (a DNS-rebinding page sends its own)."""
+    from numpygpt.serve.app import is_loopback
+    assert is_loopback("::ffff:127.0.0.1") and is_loopback("::1") and not is_loopback("::ffff:10.0.0.1")
+    refused = httpx.get(f"{server.url}/v1/models", headers={"host": "attacker.example"})
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden_host"
+    assert httpx.get(f"{server.url}/v1/models", headers={"host": "localhost:8000"}).status_code == 200
+
+
+def test_a_stream_cut_by_shutdown_ends_with_an_error_event_and_done():
+    with serving(small_model(n_layer=4, n_embd=256), max_batch=1) as server:
+        lines = []
+        with httpx.stream("POST", f"{server.url}/v1/completions", timeout=60,
+                          json={"prompt": "x", "max_tokens": 256, "stream": True, "seed": 1}) as response:
+            for line in response.iter_lines():
+                lines.append(line)
+                if len(lines) == 3:
+                    server.engine.close()  # what a shutdown does to requests in flight
+        events = [line for line in lines if line.startswith("data: ")]
+        assert json.loads(events[-2][6:])["error"]["message"] == "the server is shutting down"
+        assert events[-1] == "data: [DONE]"
+
+
+def test_an_empty_api_key_is_one_error_line(out_dir):
+    done = subprocess.run([sys.executable, "-m", "numpygpt", "serve", "--out-dir", str(out_dir), "--api-key", "",
+                           "--port", "0"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "--api-key is empty" in done.stderr

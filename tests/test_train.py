@@ -51,7 +51,7 @@ def test_training_learns_and_saves_a_checkpoint(run, gpt2_dir):
     assert code == 0
     evals = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if "val_loss" in l]
     assert evals[-1]["train_loss"] < evals[0]["train_loss"] - 0.5
-    ckpt = checkpoint.load(out, "latest")
+    ckpt = checkpoint.load(out, "latest", optimizer=True)
     assert ckpt.train_state["step"] == 40 and ckpt.optimizer_state["step"] == 40
     assert (ckpt.tokenizer_dir / "encoder.json").read_bytes() == (gpt2_dir / "encoder.json").read_bytes()
     assert checkpoint.load(out, "best").path.exists()
@@ -71,7 +71,7 @@ def test_resume_is_exact(run, tmp_path):
     assert run("--steps", "20", "--resume", out="split")[0] == 0
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert losses(straight) == losses(split)
-    a, b = checkpoint.load(straight, "latest"), checkpoint.load(split, "latest")
+    a, b = (checkpoint.load(folder, "latest", optimizer=True) for folder in (straight, split))
     for name in a.tensors:
         np.testing.assert_array_equal(a.tensors[name], b.tensors[name])
     np.testing.assert_array_equal(a.optimizer_state["m"], b.optimizer_state["m"])
@@ -147,7 +147,7 @@ def test_resume_errors(run, tmp_path, capsys):
     model_file = checkpoint.resolve(out) / "model.safetensors"
     model_file.write_bytes(model_file.read_bytes()[:1000])
     assert run("--steps", "10", "--resume")[0] == 2
-    assert "corrupt" in error_line(capsys)
+    assert "model.safetensors is damaged" in error_line(capsys)
 
 
 def test_nan_loss_stops_and_keeps_the_last_checkpoint(run, capsys):
@@ -177,38 +177,6 @@ def test_ctrl_c_saves_and_exits_cleanly(verdict, tmp_path):
     assert "interrupted at step" in err and "Traceback" not in err
     step = checkpoint.load(out).train_state["step"]
     assert step >= 10
-
-
-WRITER = """
-import sys, numpy as np
-from numpygpt.config import GPTConfig
-from numpygpt.model import GPT
-from numpygpt.formats import checkpoint
-model = GPT(GPTConfig(vocab_size=2000, block_size=64, n_layer=2, n_head=2, n_embd=128))
-step = 1
-checkpoint.save(sys.argv[1], model, step=step)
-print("ready", flush=True)
-while True:
-    step += 1
-    model.params.data[:] = step
-    checkpoint.save(sys.argv[1], model, step=step)
-"""
-
-
-def test_a_writer_killed_mid_save_leaves_a_loadable_checkpoint(tmp_path):
-    """SIGKILL the writer at random instants; the checkpoint it points at always loads whole."""
-    out = tmp_path / "out"
-    rng = np.random.default_rng(0)
-    for _ in range(4):
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(out)], stdout=subprocess.PIPE, text=True)
-        assert proc.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0.05, 0.6))
-        proc.kill()
-        proc.wait()
-        ckpt = checkpoint.load(out, "latest")
-        weights = ckpt.build_model().params.data
-        step = ckpt.train_state["step"]
-        assert step == 1 or np.all(weights == step), "a checkpoint mixes two saves"
 
 
 def test_early_stop_ends_the_run_after_k_evaluations_without_improvement(run, monkeypatch, capsys):

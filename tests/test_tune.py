@@ -195,7 +195,9 @@ def test_sigint_to_the_sweep_process_alone_stops_its_workers(tmp_path, text_file
     proc = subprocess.Popen([sys.executable, "-m", "numpygpt", "tune", "--data", text_file, "--model", "tiny",
                              "--trials", "50", "--budget-steps", "3000", "--reports", "2", "--eval-iters", "2",
                              "--search", "lr", "--jobs", "2", "--out-dir", str(out)],
-                            cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            # as a terminal starts it, even when this runs as a background job (which ignores SIGINT)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not list(out.glob("trial-*/metrics.jsonl")) and time.time() < deadline:  # trials are training
         time.sleep(0.2)

@@ -56,20 +56,22 @@ def main(argv=None, prog: str | None = None) -> int:
     kernels = os.environ.get("NUMPYGPT_KERNELS", "numba")
     if kernels not in ("numba", "numpy"):  # read when the kernels load, so say it first
         fail(prog or f"numpygpt {name}", f"NUMPYGPT_KERNELS must be numba or numpy, not {kernels!r}")
-    parser, module = build_parser(name, prog)
+    prog = prog or f"numpygpt {name}"
     try:
-        args = parser.parse_args(argv[1:])
-    except SystemExit as e:  # --help (0) or a bad flag (2, its one line already printed)
-        return e.code
-    args.prog = parser.prog
-    from bpe import VocabError
-    try:
+        parser, module = build_parser(name, prog)  # imports the command's library: a moment
+        try:
+            args = parser.parse_args(argv[1:])
+        except SystemExit as e:  # --help (0) or a bad flag (2, its one line already printed)
+            return e.code
+        args.prog = prog
+        from bpe import VocabError
         code = module.run(args)
         sys.stdout.flush()
     except (UserError, VocabError) as e:
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # its message, if any, says what was kept
+        print(f"\n{prog}: {e or 'interrupted'}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader went away (| head): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -37,8 +37,7 @@ def run(args):
     try:
         manifest = Preparation(corpus, tokenizer_dir, args.out, settings, args.workers).run()
     except KeyboardInterrupt:
-        Progress().message(f"\n{args.prog}: interrupted; run the same command again to resume")
-        raise
+        raise KeyboardInterrupt("interrupted; run the same command again to resume") from None
     counts = {split: (sum(s["tokens"] for s in manifest["shards"] if s["split"] == split),
                       sum(s["split"] == split for s in manifest["shards"]),
                       manifest["cursor"]["documents"][split]) for split in SPLITS}

@@ -13,7 +13,7 @@ import socket
 from ..errors import ConfigError
 from ..inference.loading import add_model_arguments, load_model
 from ..progress import Progress
-from .args import integer
+from .args import integer, real
 
 
 def add_arguments(p):
@@ -34,6 +34,11 @@ def add_arguments(p):
                    "is allowed: the model then sees a prompt's last context-length tokens")
     p.add_argument("--max-new-tokens", type=integer(1), default=4096, metavar="N",
                    help="the largest max_tokens a request may ask for")
+    p.add_argument("--max-request-bytes", type=integer(1024), default=4 << 20, metavar="N",
+                   help="the largest request body; a larger one gets 413 before it is read whole")
+    p.add_argument("--shutdown-grace", type=real(0), default=10.0, metavar="S",
+                   help="seconds Ctrl-C or SIGTERM lets requests in flight finish; then their streams end "
+                   "with an error (a second signal ends them at once)")
 
 
 def listen(host, port):
@@ -51,6 +56,9 @@ def listen(host, port):
 
 
 def run(args):
+    if args.api_key == "":
+        raise ConfigError("--api-key is empty (or NUMPYGPT_API_KEY is set to nothing): give a key, or leave it out "
+                          "to serve this machine alone")
     try:
         import uvicorn
 
@@ -69,7 +77,8 @@ def run(args):
     engine = Engine(model, tokenizer, max_batch=args.max_batch, max_queue=args.max_queue)
     app = create_app(engine, tokenizer, model_name=name, api_key=args.api_key,
                      max_prompt_tokens=args.max_prompt_tokens or model.config.block_size,
-                     max_new_tokens=args.max_new_tokens, document_start=loaded.document_start())
+                     max_new_tokens=args.max_new_tokens, document_start=loaded.document_start(),
+                     max_body=args.max_request_bytes, host_names=(args.host,))
     host, port = sock.getsockname()[:2]
     url_host = f"[{host}]" if ":" in host else host
     print(f"{args.prog}: serving {name} on http://{url_host}:{port}/ (batch {args.max_batch}, Ctrl-C to stop)",
@@ -78,7 +87,8 @@ def run(args):
         progress.message(f"{args.prog}: note: no --api-key, so requests from other machines get 401")
     engine.start()
     try:
-        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+        config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=args.shutdown_grace)
+        uvicorn.Server(config).run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn has shut down gracefully, then re-raises Ctrl-C
         progress.message(f"{args.prog}: stopped")
     finally:

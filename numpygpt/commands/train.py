@@ -22,7 +22,8 @@ from ..model import GPT
 from ..progress import Progress
 from ..training import dist
 from ..training.plot import plot_metrics
-from ..training.settings import FINE_TUNING, TRAIN_PRESETS, TrainConfig, train_preset
+from ..training.settings import (FINE_TUNING, TRAIN_PRESETS, TrainConfig, physical_memory, train_preset,
+                                 training_memory)
 from ..training.trainer import Trainer, text_sampler
 from .args import integer, real
 
@@ -117,6 +118,7 @@ def new_run(args, say):
     if config.block_size > model_config.block_size:
         raise ConfigError(f"--block-size {config.block_size} is longer than the model's context "
                           f"({model_config.block_size})")
+    check_memory(model_config, config)
     if args.init_from:
         say("fine-tuning " + ", ".join(f"{k} {settings[k]:g}" if isinstance(settings[k], float) else
                                        f"{k} {settings[k]}" for k in ("lr", "min_lr", "warmup_steps", "batch_size",
@@ -137,9 +139,19 @@ def new_run(args, say):
     return config, dataset, model, run_info, None
 
 
+def check_memory(model_config, config):
+    """Refuse, at once, a run that cannot fit in this machine's memory (rather than spend
+    minutes on data and initialisation, then die of a MemoryError)."""
+    need = training_memory(model_config, config.batch_size, config.block_size)
+    have = physical_memory()
+    if have and need > 0.9 * have:
+        raise ConfigError(f"this run needs about {need / 2**30:,.1f} GiB of memory and the machine has "
+                          f"{have / 2**30:,.1f} GiB; use a smaller --batch-size, --block-size or model")
+
+
 def resumed_run(args, say):
     """Settings, data and model of the run saved in --out-dir; flags may extend it (--steps)."""
-    ckpt = checkpoint.load(args.out_dir, "latest")
+    ckpt = checkpoint.load(args.out_dir, "latest", optimizer=True)
     state = ckpt.train_state
     if "train_config" not in state or ckpt.optimizer_state is None:
         raise CheckpointError(f"{ckpt.path} is not a training checkpoint (no optimizer state)")
@@ -148,6 +160,10 @@ def resumed_run(args, say):
             raise CheckpointError(f"--{name.replace('_', '-')} {value} does not match the checkpoint's "
                                   f"{getattr(ckpt.config, name)}")
     config = TrainConfig.from_dict({**state["train_config"], **given(args, TRAIN_FIELDS)})
+    if config.steps <= int(state.get("step", 0)):
+        raise ConfigError(f"{ckpt.path} is at step {state.get('step')} of a {config.steps}-step run already; "
+                          "pass a larger --steps to train on")
+    check_memory(ckpt.config, config)
     if ckpt.tokenizer_dir is None:
         raise CheckpointError(f"{ckpt.path} has no tokenizer/ folder")
     data_path = args.data or state.get("data")
@@ -159,6 +175,8 @@ def resumed_run(args, say):
 
 def set_up(args, comm, say) -> tuple[Trainer, checkpoint.Checkpoint | None]:
     """The run's trainer, restored when --resume; and the checkpoint it was restored from."""
+    if comm.rank == 0:
+        checkpoint.check_writable(args.out_dir)  # now, not at the first save
     config, dataset, model, run_info, ckpt = resumed_run(args, say) if args.resume else new_run(args, say)
     check_long_enough(dataset, config.block_size)
     tok = load_tokenizer(dataset.tokenizer_dir)
@@ -179,9 +197,9 @@ def run(args):
     comm = dist.world()  # one process, or every rank of `mpiexec -n N`
     try:
         return train(args, comm)
-    except UserError:
-        if comm.rank != 0:  # every rank has the error; rank 0 alone says it
-            return 2
+    except (UserError, KeyboardInterrupt) as e:
+        if comm.rank != 0:  # every rank has it; rank 0 alone says it
+            return 130 if isinstance(e, KeyboardInterrupt) else 2
         raise
 
 

@@ -65,8 +65,7 @@ def run(args):
     try:
         study = run_sweep(settings, args.trials, args.out_dir, args.storage, args.study_name, args.jobs, log_line)
     except KeyboardInterrupt:
-        Progress().message(f"{args.prog}: interrupted; run the same command to continue the sweep")
-        raise
+        raise KeyboardInterrupt("interrupted; run the same command to continue the sweep") from None
     print(table(study, args.top))
     best = best_trials(study, 1)
     out_dir = Path(args.out_dir)

@@ -241,6 +241,8 @@ class Preparation:
         self.manifest = self.resume(wanted) if is_shard_dir(self.out) else self.start(wanted)
 
     def start(self, manifest: dict) -> dict:
+        if self.out.exists() and not self.out.is_dir():
+            raise DataError(f"--out {self.out} is a file; pass a new or empty folder")
         if self.out.exists() and any(self.out.iterdir()):
             raise DataError(f"{self.out} is not empty and holds no manifest.json; pass a new or empty --out folder")
         self.out.mkdir(parents=True, exist_ok=True)
@@ -264,7 +266,15 @@ class Preparation:
         return manifest
 
     def run(self, progress: bool = True) -> dict:
-        """Tokenize the rest of the input into shards; returns the finished manifest."""
+        """Tokenize the rest of the input into shards; returns the finished manifest. A write
+        that fails (a full disk) is one DataError: what is done is kept, to resume from."""
+        try:
+            return self._run(progress)
+        except OSError as e:
+            raise DataError(f"{e.strerror or e} writing {e.filename or self.out}; the shards finished so far are "
+                            "kept: run the same command again to resume once that is mended") from None
+
+    def _run(self, progress: bool) -> dict:
         if self.manifest["complete"]:
             return self.manifest
         self.copy_tokenizer()

@@ -121,7 +121,13 @@ def export(model: GPT, folder, tokenizer_dir=None, eot_token: int | None = None)
     """Write `model` as a Hugging Face GPT-2 folder: config.json, model.safetensors and, given a
     tokenizer folder, vocab.json + merges.txt. Biases our model leaves out (the seed's qkv) are
     written as zeros, which computes the same function."""
-    folder = Path(folder)
+    try:
+        write_folder(model, Path(folder), tokenizer_dir, eot_token)
+    except OSError as e:
+        raise HFError(f"cannot write {e.filename or folder}: {e.strerror or e}") from None
+
+
+def write_folder(model: GPT, folder: Path, tokenizer_dir, eot_token):
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {}
     for name in model.params:

@@ -48,10 +48,24 @@ class APIError(Exception):
 
 
 def is_loopback(host):
+    """A loopback address, IPv6's (::1), IPv4's (127.0.0.0/8), or IPv4's as IPv6 writes it on
+    a dual-stack socket (::ffff:127.0.0.1)."""
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except (TypeError, ValueError):
         return False
+    return address.is_loopback or bool(getattr(address, "ipv4_mapped", None) and address.ipv4_mapped.is_loopback)
+
+
+LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def host_name(header: bytes) -> str:
+    """The name in a Host header, without its port: b"[::1]:8000" -> "::1"."""
+    text = header.decode("latin-1").strip().lower()
+    if text.startswith("["):
+        return text[1:text.find("]")] if "]" in text else text
+    return text.rsplit(":", 1)[0] if text.count(":") == 1 else text
 
 
 def validation_error(exc):
@@ -73,22 +87,28 @@ def validation_error(exc):
     return APIError(400, message, param=param, code="invalid_value")
 
 
-class Authentication:
-    """ASGI middleware: with an API key, every path but OPEN_PATHS needs `Authorization:
-    Bearer KEY`; without one, only clients on a loopback address are served. It also counts
-    the responses by status for /metrics."""
+class Gate:
+    """ASGI middleware, what every request passes first. With an API key, every path but
+    OPEN_PATHS needs `Authorization: Bearer KEY`; without one, only clients on a loopback
+    address are served, and only under a local Host name (so a web page that rebinds its own
+    name to 127.0.0.1 cannot reach the server). A body over max_body bytes is refused before
+    it is parsed. It counts the responses by status for /metrics."""
 
-    def __init__(self, app, api_key, metrics):
-        self.app, self.api_key, self.metrics = app, api_key, metrics
+    def __init__(self, app, api_key, metrics, max_body, host_names=()):
+        self.app, self.api_key, self.metrics, self.max_body = app, api_key, metrics, max_body
+        self.host_names = {*LOCAL_NAMES, *(n.lower() for n in host_names)}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         refusal = self.refusal(scope)
+        if refusal is None and scope["method"] in ("POST", "PUT", "PATCH"):
+            body, refusal = await self.read_body(receive)
+            receive = replay(body, receive)
         if refusal is not None:
-            self.metrics.response(401)
-            response = JSONResponse(protocol.error_body(refusal, code="invalid_api_key"), status_code=401)
-            return await response(scope, receive, send)
+            status, message, code = refusal
+            self.metrics.response(status)
+            return await JSONResponse(protocol.error_body(message, code=code), status_code=status)(scope, receive, send)
 
         async def counted(message):
             if message["type"] == "http.response.start":
@@ -97,23 +117,54 @@ class Authentication:
         await self.app(scope, receive, counted)
 
     def refusal(self, scope):
-        """Why this request may not be served, or None."""
+        """(status, message, code) of why this request may not be served, or None."""
+        headers = dict(scope.get("headers") or [])
         if self.api_key is not None:
-            headers = dict(scope.get("headers") or [])
             given = headers.get(b"authorization", b"")
             if scope["path"] not in OPEN_PATHS and \
                     not hmac.compare_digest(given, f"Bearer {self.api_key}".encode()):
-                return "missing or wrong API key: send the header 'Authorization: Bearer KEY'"
+                return 401, "missing or wrong API key: send the header 'Authorization: Bearer KEY'", "invalid_api_key"
             return None
         client = scope.get("client")
         if not is_loopback(client[0] if client else None):
-            return ("this server has no API key, so it serves its own machine only; restart it with --api-key "
-                    "to serve other machines")
+            return 401, ("this server has no API key, so it serves its own machine only; restart it with "
+                         "--api-key to serve other machines"), "invalid_api_key"
+        if b"host" in headers and host_name(headers[b"host"]) not in self.host_names:
+            return 403, (f"the Host {headers[b'host'].decode('latin-1')!r} is not this server's; without an API key "
+                         f"it answers only to {', '.join(sorted(self.host_names))}"), "forbidden_host"
         return None
+
+    async def read_body(self, receive):
+        """(the body, None), or (what was read, a 413 refusal) once it passes max_body."""
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return b"".join(chunks), None
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_body:
+                return b"", (413, f"the request body is over {self.max_body:,} bytes; send less at a time",
+                             "request_too_large")
+            if not message.get("more_body"):
+                return b"".join(chunks), None
+
+
+def replay(body: bytes, receive):
+    """An ASGI receive that hands out `body` once, then listens on (for the disconnect)."""
+    sent = False
+
+    async def receive_again():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+    return receive_again
 
 
 def create_app(engine, tokenizer, *, model_name, api_key=None, max_prompt_tokens,
-               max_new_tokens, document_start=None):
+               max_new_tokens, document_start=None, max_body=4 << 20, host_names=()):
     """The application serving `engine` (started and closed by the caller).
 
     tokenizer: a bpe.Tokenizer; max_prompt_tokens: longer prompts get 413 (a prompt longer
@@ -121,10 +172,12 @@ def create_app(engine, tokenizer, *, model_name, api_key=None, max_prompt_tokens
     max_new_tokens: the largest max_tokens a request may ask for. Without api_key, only
     clients on a loopback address are served (every other request gets 401).
     document_start: the tokens an empty prompt stands for, the start of a new text
-    (default: <|endoftext|>, else a newline).
+    (default: <|endoftext|>, else a newline). max_body: bytes a request body may have.
+    host_names: names besides localhost's that the Host header may give without a key.
     """
     app = FastAPI(title="numpygpt", docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(Authentication, api_key=api_key, metrics=engine.metrics)
+    app.add_middleware(Gate, api_key=api_key, metrics=engine.metrics, max_body=max_body, host_names=host_names)
+    longest_token = max(len(token) for token in tokenizer.tokens)
     playground = resources.files(__package__).joinpath("playground.html").read_text()
     created = int(time.time())
     start = document_start or ([tokenizer.eot_token] if tokenizer.eot_token is not None
@@ -193,6 +246,10 @@ def create_app(engine, tokenizer, *, model_name, api_key=None, max_prompt_tokens
         """A prompt's token ids: a string encoded (the empty one starts a new text), or ids
         checked against the vocabulary."""
         if isinstance(prompt, str):
+            # A token is at most longest_token bytes: a longer text cannot fit, whatever it says.
+            if len(prompt.encode("utf-8", errors="replace")) > max_prompt_tokens * longest_token:
+                raise APIError(413, f"the prompt is longer than {max_prompt_tokens} tokens can be; this server "
+                               f"takes at most {max_prompt_tokens}", param="prompt", code="context_length_exceeded")
             ids = list(start) if prompt == "" else tokenizer.encode(prompt, allowed_special="all")
         else:
             ids = list(prompt)
@@ -347,7 +404,8 @@ class Completion:
             if usage is not None:
                 yield event(protocol.completion(self.id, model_name, [], usage()))
             yield "data: [DONE]\n\n"
-        except APIError as e:
+        except APIError as e:  # the stream still ends as a stream does
             yield event(e.body)
+            yield "data: [DONE]\n\n"
         finally:
             self.cancel()

@@ -260,19 +260,17 @@ class Engine:
     def _sample(self):
         """Draw every active sequence's next token in one pass; emit its text; release
         finished ones."""
-        for seq in self.active:
-            if seq.request.cancelled.is_set():
-                self.free.append(seq.slot)
         live = [seq for seq in self.active if not seq.request.cancelled.is_set()]
-        self.active = []
+        self.free += [seq.slot for seq in self.active if seq.request.cancelled.is_set()]
         if not live:
+            self.active = []
             return
         logits = np.stack([seq.logits[:self.n_vocab] for seq in live])
         samplers = [seq.request.sampler for seq in live]
         tokens = sample_rows(logits, samplers, [seq.rng for seq in live])
         asked = [i for i, seq in enumerate(live) if seq.request.logprobs is not None]
         logprobs = dict(zip(asked, log_softmax(scaled_logits(logits[asked], [samplers[i] for i in asked]))))
-        now = time.monotonic()
+        now, still = time.monotonic(), []
         for i, seq in enumerate(live):
             request, token = seq.request, int(tokens[i])
             self.metrics.token(now - seq.last_time, first=seq.generated == 0)
@@ -293,7 +291,8 @@ class Engine:
                 self.free.append(seq.slot)
             else:
                 seq.token = token
-                self.active.append(seq)
+                still.append(seq)
+        self.active = still
 
     def _step(self):
         if not self.active:

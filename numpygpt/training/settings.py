@@ -5,6 +5,7 @@ its help text from the field's metadata. A value not given on the command line c
 preset (TRAIN_PRESETS, or FINE_TUNING for `--init-from`), else from the field's default.
 """
 import math
+import os
 from dataclasses import dataclass, field, fields
 
 from ..errors import ConfigError
@@ -50,6 +51,7 @@ class TrainConfig:
             self._check(name, math.isfinite(getattr(self, name)) and getattr(self, name) >= 0, "0 or more")
         for name in ("beta1", "beta2"):
             self._check(name, 0 <= getattr(self, name) < 1, "in [0, 1)")
+        self._check("steps", self.steps >= 1, "at least 1")
 
     def _check(self, name: str, ok: bool, rule: str):
         if not ok:
@@ -89,3 +91,21 @@ FINE_TUNING = {"batch_size": 4, "lr": 3e-5, "warmup_steps": 0, "dropout": 0.0, "
 def train_preset(model_name: str) -> dict:
     """The training defaults of a model preset (a copy)."""
     return dict(TRAIN_PRESETS.get(model_name, TRAIN_PRESETS["gpt2"]))
+
+
+def training_memory(model_config, batch_size: int, block_size: int) -> int:
+    """Bytes a training step holds at its peak, roughly: parameters, gradients and AdamW's two
+    moments (4 per parameter), and per layer the activations backward needs (about 21 of
+    width C and 2 attention squares per token), and the logits."""
+    c, h, t, v, n = model_config.n_embd, model_config.n_head, block_size, model_config.vocab_size, model_config.n_layer
+    parameters = 12 * n * c * c + (v + model_config.block_size) * c
+    activations = n * (21 * batch_size * t * c + 2 * batch_size * h * t * t) + batch_size * t * v
+    return (4 * parameters + activations) * (8 if model_config.dtype == "float64" else 4)
+
+
+def physical_memory() -> int | None:
+    """This machine's memory in bytes (None where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None

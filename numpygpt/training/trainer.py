@@ -22,7 +22,7 @@ import numpy as np
 
 from ..data import Dataset, get_batch
 from ..errors import CheckpointError, TrainingError
-from ..formats import checkpoint
+from ..formats import atomic, checkpoint
 from ..inference.generate import generate
 from ..inference.sampling import Sampler
 from ..model import GPT, is_decayed
@@ -39,24 +39,33 @@ def bits_per_byte(nats_per_token: float, tokens: int, utf8_bytes: int) -> float:
 
 
 class StopRequest:
-    """First Ctrl-C: finish the current step, save, exit. A second one interrupts at once. A
-    Ctrl-C that comes during the last step is not lost: leaving the block raises it."""
+    """First Ctrl-C, or SIGTERM (what docker, systemd and Slurm send): finish the current step,
+    save, exit. A second one interrupts at once. One that comes during the last step is not
+    lost: leaving the block raises it."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.requested = False
 
     def __enter__(self):
-        self.previous = signal.signal(signal.SIGINT, self._handle)
+        self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
     def _handle(self, signum, frame):
         self.requested = True
-        signal.signal(signal.SIGINT, self.previous)
+        for s in self.SIGNALS:  # the second signal interrupts at once
+            signal.signal(s, signal.default_int_handler)
 
     def __exit__(self, exc_type, *exc):
-        signal.signal(signal.SIGINT, self.previous)
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
         if self.requested and exc_type is None:
-            raise KeyboardInterrupt
+            raise Interrupted("interrupted during the last step; the run is complete and saved")
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by a signal, with what was saved in its message (printed by the command)."""
 
 
 def generator_state(rng: np.random.Generator) -> dict:
@@ -150,6 +159,7 @@ class Trainer:
             self.evals_since_best = int(state.get("evals_since_best", 0))
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{ckpt.path} cannot be resumed: bad train state ({e})") from None
+        self.truncate_metrics()
 
     def save(self, tags) -> Path | None:
         """Every rank must call this (ZeRO gathers the optimizer state); rank 0 writes."""
@@ -200,9 +210,32 @@ class Trainer:
         self.history.append(entry)
         if self.comm.rank != 0:
             return
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.out_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(entry) + "\n")
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.out_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(entry) + "\n")
+        except OSError as e:
+            kept = checkpoint.read_pointer(self.out_dir).get("latest")
+            raise TrainingError(f"{e.strerror or e} writing {self.out_dir / 'metrics.jsonl'}; "
+                                + (f"the last checkpoint, {self.out_dir / kept}, is intact" if kept else
+                                   "no checkpoint was written")) from None
+
+    def truncate_metrics(self):
+        """On resume: keep metrics.jsonl's lines up to the checkpoint's step (a crash may have
+        left later ones, or half a line), so no step is logged twice."""
+        path = self.out_dir / "metrics.jsonl"
+        if self.comm.rank != 0 or not path.exists():
+            return
+        kept = []
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                break  # a line torn by a crash ends what is kept
+            if row.get("step", 0) > self.step:
+                break
+            kept.append(line + "\n")
+        atomic.write_bytes(path, "".join(kept).encode())
 
     def run(self) -> dict:
         """Train from self.step to config.steps, or until early stopping ends the run.
@@ -240,10 +273,9 @@ class Trainer:
                     self._record(entry)
                 # Ctrl-C reaches the ranks at different moments: stop where any rank saw it.
                 if self.comm.any(stop.requested) and self.step < c.steps:
-                    if self.checkpoints:
-                        path = self.save(["latest"])
-                        progress.message(f"interrupted at step {self.step}: saved {path}; continue with --resume")
-                    raise KeyboardInterrupt
+                    saved = self.save(["latest"]) if self.checkpoints else None
+                    raise Interrupted(f"interrupted at step {self.step}" + (
+                        f": saved {saved}; continue with --resume" if saved else ""))
         progress.close()
         return self.last_eval
 

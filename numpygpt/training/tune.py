@@ -250,6 +250,9 @@ def open_study(settings: SweepSettings, storage_url: str, study_name: str, worke
     """Create the study, or load it to continue; a stored sweep with other settings is refused.
     Each parallel worker seeds its sampler differently, or they would propose the same trials."""
     optuna = import_optuna()
+    database = Path(storage_url.removeprefix("sqlite:///"))
+    if storage_url.startswith("sqlite:///") and not database.parent.is_dir():
+        raise SweepError(f"--storage {database}: the folder {database.parent} does not exist")
     sampler = optuna.samplers.TPESampler(seed=settings.seed + worker, n_startup_trials=4)
     study = optuna.create_study(storage=storage_url, study_name=study_name, direction="minimize",
                                 sampler=sampler, pruner=make_pruner(optuna, settings.pruner),
