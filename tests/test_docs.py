@@ -123,3 +123,24 @@ def test_the_output_shown_is_what_the_command_prints(page, argv, shown):
         main(argv)
     printed = (out.getvalue() + err.getvalue()).rstrip("\n").splitlines()
     assert matches(shown, printed), "\n".join(printed)
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_every_flag_has_help_and_each_default_is_said_once(name):
+    parser, _ = build_parser(name)
+    actions = [a for a in parser._actions if a.option_strings and a.dest != "help"]
+    assert all(a.help for a in actions), [a.dest for a in actions if not a.help]
+    text = parser.format_help()
+    assert "(default: None)" not in text and "(default: False)" not in text
+    for paragraph in re.split(r"\n(?=  -)", text):
+        assert paragraph.count("(default") <= 1, paragraph
+
+
+@pytest.mark.parametrize("old, new", [("numpygpt.data", "numpygpt prepare"), ("numpygpt.gradcheck", "numpygpt gradcheck"),
+                                      ("numpygpt.tune", "numpygpt tune"), ("numpygpt.hf", "numpygpt export"),
+                                      ("bpe", "numpygpt tokenizer")])
+def test_the_old_command_forms_say_where_the_command_is(old, new):
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-m", old], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
+    assert done.returncode == 1 and new in done.stderr and done.stderr.count("\n") == 1

@@ -170,11 +170,11 @@ import sys, time
 import bpe
 from numpygpt.data import shards
 shards.BATCH_CHARS = 5_000
-encode_batch = bpe.Tokenizer.encode_batch
-def slow_encode_batch(self, *args, **kwargs):  # so that the kill lands mid-run
+encode = bpe.Tokenizer.encode_ordinary_batch_to_numpy
+def slow_encode(self, *args, **kwargs):  # so that the kill lands mid-run
     time.sleep(0.05)
-    return encode_batch(self, *args, **kwargs)
-bpe.Tokenizer.encode_batch = slow_encode_batch
+    return encode(self, *args, **kwargs)
+bpe.Tokenizer.encode_ordinary_batch_to_numpy = slow_encode
 from numpygpt.commands import main
 sys.exit(main(sys.argv[1:]))
 """

@@ -50,8 +50,7 @@ HEADER = struct.Struct("<8sIIQ32s8x")  # magic, version, bytes per token, token 
 MAGIC = b"NPGTOKNS"
 VERSION = 1
 SPLITS = ("train", "val")
-# Text per encode_batch call: enough to share among threads, little enough that its ids as
-# Python lists (about 40 bytes each) stay small.
+# Text per encoder call: enough to share among threads, little enough that its ids stay small.
 BATCH_CHARS = 1 << 22
 
 
@@ -293,7 +292,9 @@ class Preparation:
         already_read = sum(self.corpus.sizes[:self.position.file])
         self.progress = Progress(quiet=not progress)
         self.start_bytes, self.start_time = already_read, time.time()
-        encode = functools.partial(self.tokenizer.encode_batch, num_threads=self.workers, disallowed_special=())
+        # Ids as one array per batch, made inside the encoder's kernels without the GIL: no
+        # Python int per token, so the threads encode side by side.
+        encode = functools.partial(self.tokenizer.encode_ordinary_batch_to_numpy, num_threads=self.workers)
         # Encode a batch on the worker threads while this thread reads the next one and
         # writes the one before.
         with ThreadPoolExecutor(1) as encoder:
@@ -316,19 +317,21 @@ class Preparation:
 
     def write(self, batch: list[Segment], future):
         """Append a batch's ids to its splits' streams, with <|endoftext|> between documents."""
+        ids, offsets = future.result()
+        eot = np.array([self.eot], dtype=self.dtype)
         streams = {split: [] for split in SPLITS}
-        for segment, ids in zip(batch, future.result()):
+        for k, segment in enumerate(batch):
             split = "val" if in_validation(segment.document, self.settings.seed, self.settings.val_fraction) \
                 else "train"
             if segment.starts_document:
                 if self.documents[split]:
-                    streams[split].append([self.eot])
+                    streams[split].append(eot)
                 self.documents[split] += 1
-            streams[split].append(ids)
+            streams[split].append(ids[offsets[k]:offsets[k + 1]])
             self.text_bytes[split] += len(segment.text.encode("utf-8"))
         for split, pieces in streams.items():
-            n = sum(map(len, pieces))
-            self.writers[split].write(np.fromiter(itertools.chain.from_iterable(pieces), self.dtype, count=n))
+            if pieces:
+                self.writers[split].write(np.concatenate(pieces).astype(self.dtype, copy=False))
         self.position = batch[-1].end
         if any(writer.finished for writer in self.writers.values()):
             self.checkpoint()
