@@ -252,7 +252,7 @@ def test_resume_is_exact_and_crosses_between_sharded_and_unsharded(runs, train):
 def test_a_failing_rank_stops_every_rank_within_seconds(train):
     start = time.time()
     done, _ = train("fails", "--batch-size", "4", "--steps", "1000", ranks=2,
-                    script=("tests/failing_rank.py", "1", "3"), timeout=60)
+                    script=("tests/failing_rank.py", "1", "3", "raise"), timeout=60)
     assert done.returncode != 0
     assert "train.py: error: rank 1: injected failure at step 3" in done.stderr
     assert time.time() - start < 30
@@ -264,3 +264,15 @@ def test_an_error_on_every_rank_is_one_clean_line(runs, train):
     done, _ = train("one-f64", "--batch-size", "4", "--steps", "2", ranks=2, timeout=60)
     assert done.returncode == 2
     assert done.stderr.count("train.py: error:") == 1 and "already holds a checkpoint" in done.stderr
+
+
+@needs_mpi
+def test_a_rank_that_hangs_ends_the_job_at_the_collective_timeout(train):
+    """A rank stopped or hung (here: asleep at step 3) would leave the other waiting in its
+    next collective forever; the watchdog ends the job on one line after --collective-timeout."""
+    start = time.time()
+    done, _ = train("hangs", "--batch-size", "4", "--steps", "1000", "--collective-timeout", "4", ranks=2,
+                    script=("tests/failing_rank.py", "1", "3", "hang"), timeout=90)
+    assert done.returncode != 0
+    assert "train.py: error: rank 0: no answer from the other ranks for 4 s in an allgather" in done.stderr
+    assert time.time() - start < 60

@@ -44,14 +44,14 @@ def small_model(n_layer=2, n_embd=16, block_size=32):
 class Server:
     """uvicorn on a free loopback port in a thread, serving an Engine over `model`."""
 
-    def __init__(self, model, max_batch=4, max_queue=8, api_key=None):
+    def __init__(self, model, max_batch=4, max_queue=8, api_key=None, http="auto"):
         tok = byte_tokenizer()
         self.engine = Engine(model, tok, max_batch=max_batch, max_queue=max_queue).start()
         self.app = create_app(self.engine, tok, model_name=MODEL, api_key=api_key,
                               max_prompt_tokens=MAX_PROMPT_TOKENS, max_new_tokens=256)
         sock = listen("127.0.0.1", 0)
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning"))
+        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", http=http))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]})
         self.thread.start()
         while not self.server.started:
@@ -493,3 +493,19 @@ def test_an_empty_api_key_is_one_error_line(out_dir):
     done = subprocess.run([sys.executable, "-m", "numpygpt", "serve", "--out-dir", str(out_dir), "--api-key", "",
                            "--port", "0"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "--api-key is empty" in done.stderr
+
+
+def test_a_connection_whose_headers_never_end_is_closed(monkeypatch):
+    """numpygpt serve's connections (serve/connections.py) get a time limit for their headers:
+    half-sent requests cannot hold connections open forever."""
+    import socket
+    from numpygpt.serve.connections import HeadersInTime
+    monkeypatch.setattr(HeadersInTime, "header_timeout_s", 0.5)
+    with serving(small_model(), http=HeadersInTime) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
+            slow.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never the blank line
+            start = time.monotonic()
+            assert slow.recv(100) == b""  # closed by the server
+            assert time.monotonic() - start < 5
+        assert httpx.get(f"{server.url}/health").status_code == 200  # a whole request is served

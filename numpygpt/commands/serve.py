@@ -66,6 +66,7 @@ def run(args):
     except ImportError as e:
         raise ConfigError(f"serving needs FastAPI and uvicorn ({e.name} is missing): "
                           "pip install 'numpygpt[serve]'") from None
+    from ..serve.connections import HeadersInTime
     from ..serve.scheduler import Engine
 
     progress = Progress()
@@ -87,7 +88,8 @@ def run(args):
         progress.message(f"{args.prog}: note: no --api-key, so requests from other machines get 401")
     engine.start()
     try:
-        config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=args.shutdown_grace)
+        config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=args.shutdown_grace,
+                                http=HeadersInTime)
         uvicorn.Server(config).run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn has shut down gracefully, then re-raises Ctrl-C
         progress.message(f"{args.prog}: stopped")

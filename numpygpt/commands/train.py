@@ -81,6 +81,9 @@ def add_arguments(p):
                    "(ZeRO-1), so its memory per rank falls as 1/ranks")
     p.add_argument("--check-sync", action="store_true", help="under mpiexec: after every step, check that all ranks "
                    "hold bit-identical weights (a debugging aid)")
+    p.add_argument("--collective-timeout", type=real(above=0), default=600.0, metavar="S",
+                   help="under mpiexec: end the job, on one line, when the ranks wait longer than this for each other "
+                   "(a rank stopped or hung)")
 
 
 def given(args, names) -> dict:
@@ -194,7 +197,7 @@ def run(args):
                           "GPT-2 folder or model name")
     if args.resume and args.init_from:
         raise ConfigError("give --resume or --init-from, not both")
-    comm = dist.world()  # one process, or every rank of `mpiexec -n N`
+    comm = dist.world(args.collective_timeout, args.prog)  # one process, or every rank of `mpiexec -n N`
     try:
         return train(args, comm)
     except (UserError, KeyboardInterrupt) as e:

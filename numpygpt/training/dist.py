@@ -20,6 +20,7 @@ trainer has one code path and a plain run is exactly what it was before MPI.
 import hashlib
 import os
 import sys
+import threading
 import time
 import traceback
 from contextlib import contextmanager
@@ -49,8 +50,9 @@ def launched_size() -> int:
     return 1
 
 
-def world() -> "Communicator":
-    """The communicator of this run: MPI's world under mpiexec -n N > 1, else one process."""
+def world(timeout: float | None = None, prog: str = "numpygpt train") -> "Communicator":
+    """The communicator of this run: MPI's world under mpiexec -n N > 1, else one process.
+    timeout: seconds a collective may wait (see MPICommunicator)."""
     size = launched_size()
     if size == 1:
         return Communicator()
@@ -59,7 +61,7 @@ def world() -> "Communicator":
     except ImportError:
         raise DistError(f"launched on {size} ranks by mpiexec, but mpi4py is not installed: "
                         "pip install '.[mpi]'") from None
-    comm = MPICommunicator(MPI.COMM_WORLD)
+    comm = MPICommunicator(MPI.COMM_WORLD, timeout, prog)
     if comm.size != size:
         raise DistError(f"mpiexec started {size} processes but MPI sees {comm.size}: this mpiexec does not "
                         f"belong to the MPI library mpi4py uses ({MPI.Get_library_version().splitlines()[0]})")
@@ -193,36 +195,66 @@ class Communicator:
 
 
 class MPICommunicator(Communicator):
-    """The ranks of an MPI communicator (mpi4py), e.g. MPI.COMM_WORLD under mpiexec."""
+    """The ranks of an MPI communicator (mpi4py), e.g. MPI.COMM_WORLD under mpiexec.
 
-    def __init__(self, comm):
+    timeout: seconds a collective may wait for the other ranks; past it, a watchdog thread
+    says so on one line and aborts every rank (a rank that hung or was stopped would
+    otherwise leave the others waiting forever). None: wait as long as it takes."""
+
+    def __init__(self, comm, timeout: float | None = None, prog: str = "numpygpt train"):
         from mpi4py import MPI
         self.MPI = MPI
         self.comm = comm
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
         self.local_rank = comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
+        self.timeout, self.prog = timeout, prog
+        self.waiting_since = None  # (time.monotonic(), what) while inside a collective
+        if timeout:
+            threading.Thread(target=self._watch, name="numpygpt-collective-watchdog", daemon=True).start()
+
+    @contextmanager
+    def _collective(self, what: str):
+        self.waiting_since = (time.monotonic(), what)
+        try:
+            yield
+        finally:
+            self.waiting_since = None
+
+    def _watch(self):
+        while True:
+            time.sleep(min(1.0, self.timeout / 4))
+            since = self.waiting_since
+            if since is not None and time.monotonic() - since[0] > self.timeout:
+                self.abort(f"{self.prog}: error: rank {self.rank}: no answer from the other ranks for "
+                           f"{self.timeout:g} s in {since[1]}: a rank has stopped or hangs "
+                           "(--collective-timeout sets the wait)")
 
     def allreduce_sum(self, buffer):
-        self.comm.Allreduce(self.MPI.IN_PLACE, buffer, op=self.MPI.SUM)
+        with self._collective("the gradients' allreduce"):
+            self.comm.Allreduce(self.MPI.IN_PLACE, buffer, op=self.MPI.SUM)
 
     def reduce_scatter_sum(self, buffer, bounds):
-        self.comm.Reduce_scatter(self.MPI.IN_PLACE, buffer, recvcounts=np.diff(bounds), op=self.MPI.SUM)
+        with self._collective("the gradients' reduce-scatter"):
+            self.comm.Reduce_scatter(self.MPI.IN_PLACE, buffer, recvcounts=np.diff(bounds), op=self.MPI.SUM)
         return buffer[:bounds[self.rank + 1] - bounds[self.rank]]
 
     def _counts_displacements(self, bounds):
         return np.diff(bounds), np.asarray(bounds[:-1])
 
     def allgather_shards(self, buffer, bounds):
-        self.comm.Allgatherv(self.MPI.IN_PLACE, [buffer, self._counts_displacements(bounds)])
+        with self._collective("the weights' allgather"):
+            self.comm.Allgatherv(self.MPI.IN_PLACE, [buffer, self._counts_displacements(bounds)])
 
     def gather_shards(self, shard, bounds):
         full = np.empty(bounds[-1], dtype=shard.dtype) if self.rank == 0 else None
-        self.comm.Gatherv(shard, [full, self._counts_displacements(bounds)] if self.rank == 0 else None, root=0)
+        with self._collective("gathering the optimizer state"):
+            self.comm.Gatherv(shard, [full, self._counts_displacements(bounds)] if self.rank == 0 else None, root=0)
         return full
 
     def allgather(self, value):
-        return self.comm.allgather(value)
+        with self._collective("an allgather"):
+            return self.comm.allgather(value)
 
     def abort(self, message: str):
         """Print message and end every rank of the job (mpiexec then exits non-zero)."""
