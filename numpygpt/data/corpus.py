@@ -52,6 +52,7 @@ class Segment:
     document: int          # the document's index in the corpus: 0, 1, 2, ...
     starts_document: bool  # False for the second and later segments of a long document
     end: Position          # where reading continues after this segment
+    size: int = 0          # the text's UTF-8 bytes
 
 
 def file_format(path: Path) -> tuple[str, str]:
@@ -214,24 +215,24 @@ class Corpus:
                 with open(path, "rb") as raw, open_decompressed(path, raw) as stream:
                     self._raw = raw
                     skip(stream, offset, path)
-                    for text, ends, end in self._pieces(stream, path, offset):
+                    for text, size, ends, end in self._pieces(stream, path, offset):
                         if not inside and ends and not text.strip():
                             continue
                         starts = not inside
                         if starts:
                             documents += 1
                         inside = not ends
-                        yield Segment(text, documents - 1, starts, Position(index, end, documents, inside))
+                        yield Segment(text, documents - 1, starts, Position(index, end, documents, inside), size)
             except self._read_errors as e:  # a corrupt or truncated .gz or .zst
                 raise DataError(f"cannot read {path}: {e}") from None
             finally:
                 self._raw = None
 
-    def _pieces(self, stream, path: Path, offset: int) -> Iterator[tuple[str, bool, int]]:
-        """(text, ends_document, end offset) of one file's documents and segments."""
+    def _pieces(self, stream, path: Path, offset: int) -> Iterator[tuple[str, int, bool, int]]:
+        """(text, its UTF-8 bytes, ends_document, end offset) of one file's documents and segments."""
         if file_format(path)[0] == ".jsonl":
             for text, end in jsonl_documents(stream, path, offset):
-                yield text, True, end
+                yield text, len(text.encode("utf-8")), True, end
         else:
             for start, data, ends, end in text_pieces(stream, offset, self.segment_bytes):
-                yield decode(data, path, start), ends, end
+                yield decode(data, path, start), len(data), ends, end

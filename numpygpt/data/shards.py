@@ -292,9 +292,12 @@ class Preparation:
         already_read = sum(self.corpus.sizes[:self.position.file])
         self.progress = Progress(quiet=not progress)
         self.start_bytes, self.start_time = already_read, time.time()
-        # Ids as one array per batch, made inside the encoder's kernels without the GIL: no
-        # Python int per token, so the threads encode side by side.
-        encode = functools.partial(self.tokenizer.encode_ordinary_batch_to_numpy, num_threads=self.workers)
+        # Ids as one array per batch, made inside the encoder's kernels without the GIL (no
+        # Python int per token, so the threads encode side by side), and in the shards' type
+        # on the encoder's thread: this thread's reading and writing is the serial part.
+        def encode(texts):
+            ids, offsets = self.tokenizer.encode_ordinary_batch_to_numpy(texts, num_threads=self.workers)
+            return ids.astype(self.dtype), offsets
         # Encode a batch on the worker threads while this thread reads the next one and
         # writes the one before.
         with ThreadPoolExecutor(1) as encoder:
@@ -328,10 +331,10 @@ class Preparation:
                     streams[split].append(eot)
                 self.documents[split] += 1
             streams[split].append(ids[offsets[k]:offsets[k + 1]])
-            self.text_bytes[split] += len(segment.text.encode("utf-8"))
+            self.text_bytes[split] += segment.size
         for split, pieces in streams.items():
             if pieces:
-                self.writers[split].write(np.concatenate(pieces).astype(self.dtype, copy=False))
+                self.writers[split].write(np.concatenate(pieces))
         self.position = batch[-1].end
         if any(writer.finished for writer in self.writers.values()):
             self.checkpoint()
