@@ -270,3 +270,29 @@ def test_a_writer_killed_at_random_instants_always_leaves_loadable_checkpoints(t
             weights = ckpt.build_model().params.data
             step = ckpt.train_state["step"]
             assert step == 1 or np.all(weights == step), "a checkpoint mixes two saves"
+
+
+def test_a_full_disk_while_preparing_shards_is_one_line_and_keeps_what_was_done(tmp_path, monkeypatch, capsys,
+                                                                                 data_dir):
+    from numpygpt.commands import main
+    from numpygpt.data import shards
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(4):
+        (corpus / f"{i}.txt").write_text((data_dir / "the-verdict.txt").read_text())
+    real_write = shards.SplitWriter.write
+    writes = []
+
+    def full(writer, tokens):
+        writes.append(len(tokens))
+        if len(writes) > 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(writer.tmp_path()))
+        return real_write(writer, tokens)
+    monkeypatch.setattr(shards, "BATCH_CHARS", 20_000)
+    monkeypatch.setattr(shards.SplitWriter, "write", full)
+    out = tmp_path / "shards"
+    assert main(["prepare", str(corpus), "--out", str(out), "--shard-tokens", "3000"]) == 2
+    line = error_line(capsys, "numpygpt prepare")
+    assert "No space left on device writing" in line and "run the same command again to resume" in line
+    monkeypatch.setattr(shards.SplitWriter, "write", real_write)
+    assert main(["prepare", str(corpus), "--out", str(out), "--shard-tokens", "3000"]) == 0  # resumes
