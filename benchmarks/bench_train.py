@@ -2,8 +2,10 @@
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_train.py [--presets tiny shakespeare seed]
 
-For each preset: ms per step (forward + backward + AdamW), tokens/s, peak RSS, model FLOPs per
-token and MFU against this machine's measured float32 matmul rate; the same config in PyTorch
+For each preset: ms per step (forward + backward + AdamW), tokens/s, peak RSS, minor page
+faults per timed step, model FLOPs per token and "BLAS share": the model FLOPs per second as
+a share of this machine's measured float32 matmul rate (1024^3 through NumPy's BLAS; it is not
+the hardware's peak, which the CPU's vector units set higher); the same config in PyTorch
 (a minimal GPT-2 in benchmarks/torch_gpt.py, and transformers' GPT2LMHeadModel when installed)
 with the same threads, batch and sequence length; then where numpygpt's step time goes.
 Each measurement runs in a fresh subprocess so peak RSS is its own; --repeats such processes
@@ -55,14 +57,19 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def time_steps(step, warmup, steps):
+def time_steps(step, warmup, steps, faults=None):
+    """Median seconds of `steps` calls after `warmup` ones; faults: a list that gets the
+    minor page faults per timed call (memory mapped fresh, rather than reused)."""
     for _ in range(warmup):
         step()
     times = []
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(steps):
         t = time.perf_counter()
         step()
         times.append(time.perf_counter() - t)
+    if faults is not None:
+        faults.append((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / steps)
     return float(np.median(times))
 
 
@@ -80,7 +87,8 @@ def run_numpygpt(preset_name, steps, profile):
         model.loss(ids[:, :-1], ids[:, 1:])
         model.backward()
         optimizer.step()
-    result = {"seconds": time_steps(step, 2, steps), "peak_rss_mb": peak_rss_mb()}
+    faults = []
+    result = {"seconds": time_steps(step, 2, steps, faults), "peak_rss_mb": peak_rss_mb(), "faults": faults[0]}
     if profile:  # after the peak is read: the replayed matmuls' arrays are not the model's
         result["breakdown"] = breakdown(step, config, batch)
     return result
@@ -161,7 +169,8 @@ def run_torch(preset_name, steps, kind):
         optimizer.zero_grad(set_to_none=True)
         forward(x, y).backward()
         optimizer.step()
-    return {"seconds": time_steps(step, 2, steps), "peak_rss_mb": peak_rss_mb()}
+    faults = []
+    return {"seconds": time_steps(step, 2, steps, faults), "peak_rss_mb": peak_rss_mb(), "faults": faults[0]}
 
 
 def matmul_gflops() -> float:
@@ -240,7 +249,8 @@ def main():
     except ImportError:
         impls = []
         print("torch not installed: numpygpt alone")
-    header = f"{'preset':<12}{'impl':<10}{'ms/step':>9}{'tok/s':>9}{'RSS MB':>8}{'GFLOP/s':>9}{'MFU':>6}{'tok/s ratio':>12}{'RSS ratio':>10}"
+    header = (f"{'preset':<12}{'impl':<10}{'ms/step':>9}{'tok/s':>9}{'RSS MB':>8}{'faults':>8}{'GFLOP/s':>9}"
+              f"{'BLAS share':>11}{'tok/s ratio':>12}{'RSS ratio':>10}")
     print(header)
     breakdowns, spreads = {}, {}
     for name in args.presets:
@@ -263,9 +273,10 @@ def main():
             ratio = (tokens / ours["seconds"]) / tps if impl != "numpygpt" else 1.0
             rss_ratio = ours["peak_rss_mb"] / r["peak_rss_mb"]
             print(f"{name:<12}{impl:<10}{r['seconds'] * 1000:>9.1f}{tps:>9.0f}{r['peak_rss_mb']:>8.0f}"
-                  f"{gflops:>9.1f}{gflops / peak:>6.0%}{ratio:>12.2f}{rss_ratio:>10.2f}")
+                  f"{r['faults']:>8.0f}{gflops:>9.1f}{gflops / peak:>11.0%}{ratio:>12.2f}{rss_ratio:>10.2f}")
     print("\n(tok/s ratio and RSS ratio: numpygpt / that row; each row is the fastest of "
-          f"{args.repeats} processes)")
+          f"{args.repeats} processes; faults: minor page faults per timed step; BLAS share: model "
+          "FLOP/s over the measured matmul rate above, not over the hardware's peak)")
     print("\nms/step of every process:")
     for name, per_impl in spreads.items():
         print(f"  {name}: " + "; ".join(f"{impl} " + " ".join(f"{ms:.1f}" for ms in v) for impl, v in per_impl.items()))

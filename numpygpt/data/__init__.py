@@ -12,9 +12,8 @@ from pathlib import Path
 from . import shards
 from .dataset import Dataset, check_long_enough, get_batch
 from .sources import data_home, project_file
-from .text import read_documents, tokenize_splits
+from .text import read_documents, split_documents, tokenize_splits
 from .tokenizers import load_tokenizer, resolve_tokenizer
-from .text import split_documents
 
 __all__ = ["Dataset", "check_long_enough", "get_batch", "load_dataset", "load_tokenizer"]
 

@@ -10,7 +10,6 @@ The data home holds what numpygpt generates (learnt tokenizers, token files) in 
 $NUMPYGPT_DATA_DIR when set, else the repository's `data/` when run from a checkout, else
 ~/.cache/numpygpt.
 """
-import hashlib
 import os
 import shutil
 import sys
@@ -18,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from ..errors import DataError
+from ..formats.atomic import sha256_file
 
 REPOSITORY_DATA = Path(__file__).resolve().parents[2] / "data"
 INSTALLED_DATA = Path(sys.prefix) / "share" / "numpygpt"
@@ -46,14 +46,6 @@ def data_home() -> Path:
     if REPOSITORY_DATA.is_dir():
         return REPOSITORY_DATA
     return Path.home() / ".cache" / "numpygpt"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def project_file(name: str, home: Path | None = None) -> Path:

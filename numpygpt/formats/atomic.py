@@ -1,4 +1,5 @@
-"""Files that are either whole or absent: how every file numpygpt writes for keeps is written.
+"""Files that are either whole or absent: how every file numpygpt writes for keeps is written,
+and the checksum it is known by.
 
 A file is written under a unique temporary name in its own folder (so the rename below never
 crosses file systems and two processes never share a temporary), flushed to disk, renamed
@@ -6,6 +7,7 @@ over the final name, and the folder itself is flushed so the rename survives a p
 crash at any instant leaves the old file or the new one, never a part of one; a crash before
 the rename leaves only a hidden `.NAME.tmp-*` file, which `remove_stale` clears.
 """
+import hashlib
 import json
 import os
 import secrets
@@ -47,6 +49,15 @@ def write_bytes(path, data: bytes, sync_folder: bool = True):
 
 def write_json(path, obj, sync_folder: bool = True):
     write_bytes(path, json.dumps(obj, indent=1).encode(), sync_folder)
+
+
+def sha256_file(path) -> str:
+    """The SHA-256 (hex) of a file, read in 4 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def remove_stale(folder: Path, pattern: str = ".*.tmp-*"):

@@ -15,7 +15,6 @@ instant leaves the previous checkpoint.json pointing at a complete previous chec
 folder the pointer names is never replaced or removed while it names it. train_state.json
 records the SHA-256 of each tensor file, checked when it is read.
 """
-import hashlib
 import json
 import os
 import re
@@ -88,14 +87,6 @@ def read_tokenizer_files(folder) -> dict:
     return {"encoder.json": encoder.read_bytes(), "vocab.bpe": merges.read_bytes()}
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def check_writable(out_dir):
     """Raise CheckpointError now, not at the first save, if out_dir cannot take checkpoints."""
     out_dir = Path(out_dir)
@@ -164,13 +155,13 @@ def write_folder(folder: Path, model: GPT, step, train_state, optimizer_state, t
     need no renames of their own). train_state.json records each tensor file's SHA-256."""
     atomic.write_file(folder / "model.safetensors", lambda f: safetensors.save(
         model.params.values, f, {"format": "numpygpt"}), sync_folder=False)
-    checksums = {"model.safetensors": sha256_file(folder / "model.safetensors")}
+    checksums = {"model.safetensors": atomic.sha256_file(folder / "model.safetensors")}
     atomic.write_json(folder / "config.json", model.config.to_dict(), sync_folder=False)
     if optimizer_state is not None:
         state = optimizer_state
         atomic.write_file(folder / "optimizer.safetensors", lambda f: safetensors.save(
             {"m": state["m"], "v": state["v"]}, f, {"step": state["step"]}), sync_folder=False)
-        checksums["optimizer.safetensors"] = sha256_file(folder / "optimizer.safetensors")
+        checksums["optimizer.safetensors"] = atomic.sha256_file(folder / "optimizer.safetensors")
     atomic.write_json(folder / "train_state.json", {"step": step, **(train_state or {}), "sha256": checksums},
                       sync_folder=False)
     if tokenizer_files:
@@ -253,6 +244,6 @@ def verify(path: Path, name: str, train_state: dict):
     """Raise CheckpointError unless the file's SHA-256 is the one recorded when it was saved
     (a checkpoint from before checksums were recorded is read as it is)."""
     expected = (train_state.get("sha256") or {}).get(name)
-    if expected is not None and sha256_file(path / name) != expected:
+    if expected is not None and atomic.sha256_file(path / name) != expected:
         raise CheckpointError(f"{path / name} is damaged (its SHA-256 is not the one recorded when it was "
                               "saved); use another checkpoint (--checkpoint) or train again")
