@@ -575,6 +575,37 @@ def sum_of_squares(x):
 
 
 # --------------------------------------------------------------------------------------------
+# int8 weights times float32 activations, for generation (numpygpt.inference.quantize)
+#
+# A weight matrix is kept as int8 rows, one per output channel, each with a float32 scale:
+# W[i, j] = w[j, i] * scale[j]. Decoding a token reads every weight once, so an int8 weight is a
+# quarter of the bytes of a float32 one, and memory bandwidth is what a decoding step is bound by.
+
+
+def int8_matmul_reference(w, scale, x, out):
+    """out (N, C_out) = x (N, C_in) @ W, with W's column j = w[j] (C_in,) int8 * scale[j]."""
+    out[...] = x @ (w.astype(np.float32) * scale[:, None]).T
+
+
+INT8_BLOCK = 16  # output channels per task: their rows share the reads of x
+
+
+@parallel_kernel
+def int8_matmul(w, scale, x, out):
+    """int8_matmul_reference, for few rows (decoding): split over blocks of output channels,
+    each int8 row read once and widened in registers, sums in float32."""
+    c_out, c_in = w.shape
+    n = x.shape[0]
+    for block in prange((c_out + INT8_BLOCK - 1) // INT8_BLOCK):
+        for j in range(block * INT8_BLOCK, min(c_out, (block + 1) * INT8_BLOCK)):
+            for r in range(n):
+                total = x.dtype.type(0.0)
+                for i in range(c_in):
+                    total += x[r, i] * x.dtype.type(w[j, i])  # widened to x's type, not to float64
+                out[r, j] = total * scale[j]
+
+
+# --------------------------------------------------------------------------------------------
 # The model on plain NumPy: NUMPYGPT_KERNELS=numpy (set before numpygpt is imported) puts each
 # reference in its kernel's place, so every layer, the loss and AdamW run the NumPy above.
 # Slower (docs/backprop.md measures it), and the same results to float rounding.
@@ -582,7 +613,7 @@ def sum_of_squares(x):
 KERNELS = ("dropout_apply", "add_bias", "layernorm_forward", "layernorm_backward", "gelu_forward",
            "gelu_backward", "causal_softmax_forward", "causal_softmax_backward", "causal_dropout",
            "causal_dropout_softmax_backward", "cross_entropy_forward", "cross_entropy_backward",
-           "embedding_backward", "adamw", "sum_of_squares")
+           "embedding_backward", "adamw", "sum_of_squares", "int8_matmul")
 KERNEL_CHOICES = ("numba", "numpy")
 CHOICE = os.environ.get("NUMPYGPT_KERNELS", "numba")
 if CHOICE == "numpy":

@@ -59,10 +59,13 @@ class GPT:
     Dropout is on when `rng` (a numpy Generator) is given, off when it is None.
     """
 
-    def __init__(self, config: GPTConfig, seed: int = 0):
+    def __init__(self, config: GPTConfig, seed: int = 0, init: bool = True):
+        """init=False: leave the parameters zero, for weights that are loaded next (their
+        memory is then only taken as it is written)."""
         self.config = config
         self.params = Parameters(parameter_shapes(config), dtype=config.dtype)
-        init_gpt2(self.params, config, np.random.default_rng(seed))
+        if init:
+            init_gpt2(self.params, config, np.random.default_rng(seed))
         self.wte = Embedding(self.params, "wte")
         self.wpe = Embedding(self.params, "wpe")
         self.drop = Dropout(config.dropout)

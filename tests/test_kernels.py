@@ -250,3 +250,18 @@ def test_every_kernel_has_a_reference_of_the_same_arguments():
     for name in kernels.KERNELS:
         kernel, reference = getattr(kernels, name), getattr(kernels, name + "_reference")
         assert inspect.signature(kernel).parameters.keys() == inspect.signature(reference).parameters.keys(), name
+
+
+@SETTINGS
+@given(n=st.integers(1, 5), c_in=st.integers(1, 70), c_out=st.integers(1, 90))
+def test_int8_matmul(n, c_in, c_out):
+    """int8 weights times float32 activations, summed in float32: the reference dequantizes
+    and multiplies in float64."""
+    rng = np.random.default_rng(n * 10_000 + c_in * 100 + c_out)
+    w = rng.integers(-127, 128, (c_out, c_in), dtype=np.int8)
+    scale = (rng.random(c_out) * 0.05).astype(np.float32)
+    x = normal(rng, (n, c_in), np.float32)
+    out, want = np.empty((n, c_out), np.float32), np.empty((n, c_out))
+    kernels.int8_matmul(w, scale, x, out)
+    kernels.int8_matmul_reference(w, scale.astype(np.float64), x.astype(np.float64), want)
+    np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-5 * np.abs(want).max(initial=1.0))

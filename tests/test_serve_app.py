@@ -307,8 +307,9 @@ def numpygpt(*args, **popen):
                             **popen)
 
 
-def test_python_m_numpygpt_serve_serves_a_checkpoint_and_stops_on_ctrl_c(out_dir):
-    process = numpygpt("serve", "--out-dir", out_dir, "--port", "0")
+@pytest.mark.parametrize("flags", [(), ("--quantize", "int8")])
+def test_python_m_numpygpt_serve_serves_a_checkpoint_and_stops_on_ctrl_c(out_dir, flags):
+    process = numpygpt("serve", "--out-dir", out_dir, "--port", "0", *flags)
     try:
         line = process.stdout.readline()
         assert line.startswith("numpygpt serve: serving out on http://127.0.0.1:"), \

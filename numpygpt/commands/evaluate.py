@@ -59,7 +59,7 @@ def shard_tokens(folder, split: str, tokenizer_dir) -> tuple[np.ndarray, int]:
 
 
 def run(args):
-    loaded = load_model(args.out_dir, args.checkpoint, args.init_from, args.tokenizer)
+    loaded = load_model(args.out_dir, args.checkpoint, args.init_from, args.tokenizer, args.quantize)
     progress = Progress()
     progress.message(f"{args.prog}: loaded {loaded.description}")
     data = args.data

@@ -105,7 +105,7 @@ def write_samples(out, steps, streams, echo, flush):
 
 def run(args):
     text = read_prompt(args) if args.prompt is not None or args.prompt_file is not None else None
-    loaded = load_model(args.out_dir, args.checkpoint, args.init_from, args.tokenizer)
+    loaded = load_model(args.out_dir, args.checkpoint, args.init_from, args.tokenizer, args.quantize)
     model, tok = loaded.model, loaded.tokenizer
     progress = Progress()
     progress.message(f"{args.prog}: loaded {loaded.description}")

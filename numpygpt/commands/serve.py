@@ -71,7 +71,7 @@ def run(args):
 
     progress = Progress()
     sock = listen(args.host, args.port)  # first: a busy port needs no model loaded to say so
-    loaded = load_model(args.out_dir, args.checkpoint, args.init_from, args.tokenizer)
+    loaded = load_model(args.out_dir, args.checkpoint, args.init_from, args.tokenizer, args.quantize)
     progress.message(f"{args.prog}: loaded {loaded.description}")
     model, tokenizer = loaded.model, loaded.tokenizer
     name = args.model_name or loaded.name

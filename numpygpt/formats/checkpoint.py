@@ -54,7 +54,7 @@ class Checkpoint:
         return f"{self.path} ({', '.join(facts)})"
 
     def build_model(self) -> GPT:
-        model = GPT(self.config)
+        model = GPT(self.config, init=False)
         try:
             model.params.load_state_dict(self.tensors)
         except ValueError as e:

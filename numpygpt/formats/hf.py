@@ -92,7 +92,7 @@ def load(name_or_path, dtype: str = "float32", dropout: float | None = None) -> 
         tensors, _ = safetensors.load(weights)
     except FormatError as e:
         raise HFError(str(e)) from None
-    model = GPT(config)
+    model = GPT(config, init=False)
     ours = {}
     for name, array in tensors.items():
         name = name[len(PREFIX):] if name.startswith(PREFIX) else name

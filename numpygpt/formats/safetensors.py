@@ -6,6 +6,7 @@ follows) plus an optional "__metadata__" of strings, then the raw little-endian 
 It is safe (no pickle), memory-mappable, and read by PyTorch, JAX and Hugging Face tools.
 """
 import json
+import mmap as mmap_module
 import struct
 
 import numpy as np
@@ -39,6 +40,21 @@ def save(tensors: dict, file, metadata: dict | None = None):
     file.write(encoded)
     for array in arrays:
         file.write(array.tobytes())
+
+
+def release(array):
+    """Give back the memory of a tensor read from a memory-mapped file: its pages leave this
+    process (they stay in the page cache), so reading a large file tensor by tensor does not
+    keep it all resident. Anything but a view of a memmap is left alone."""
+    base = array
+    while base is not None and not isinstance(base, np.memmap):
+        base = base.base
+    if base is None or not hasattr(mmap_module, "MADV_DONTNEED") or base._mmap is None:
+        return
+    page = mmap_module.PAGESIZE
+    start = array.ctypes.data - np.frombuffer(base._mmap, dtype=np.uint8).ctypes.data
+    first = start // page * page
+    base._mmap.madvise(mmap_module.MADV_DONTNEED, first, start + array.nbytes - first)
 
 
 def load(path, mmap: bool = True) -> tuple[dict, dict]:
