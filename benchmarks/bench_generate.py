@@ -1,4 +1,5 @@
-"""Generation speed: numpygpt with and without the KV cache, beside Hugging Face's GPT-2.
+"""Generation speed: numpygpt with and without the KV cache, with int8 weights, beside Hugging
+Face's GPT-2.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_generate.py [--threads 1]
 
@@ -129,6 +130,11 @@ def numpygpt_rows(args):
         cached_s, ours = best_time(lambda: numpygpt_greedy(model, prompt, new_tokens, True),
                                    args.repeats)
         row = dict(preset=name, cached=n / cached_s, uncached=None, hf=None, same=None)
+        if not args.skip_int8:
+            from numpygpt.inference.quantize import quantize_model
+            int8 = quantize_model(workload(name, args.prompt_tokens, args.batch)[0])
+            int8_s, tokens8 = best_time(lambda: numpygpt_greedy(int8, prompt, new_tokens, True), args.repeats)
+            row["int8"], row["int8_same"] = n / int8_s, f"{(tokens8 == ours).mean():.0%}"
         if not args.skip_uncached:  # slow: one timed run
             uncached_s, ref = best_time(lambda: numpygpt_greedy(model, prompt, new_tokens, False), 1)
             row["uncached"] = n / uncached_s
@@ -149,6 +155,7 @@ def main():
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2, help="for BLAS, Numba and torch alike")
     p.add_argument("--skip-uncached", action="store_true", help="skip the slow full-forward runs")
+    p.add_argument("--skip-int8", action="store_true", help="skip the runs with int8 weights")
     p.add_argument("--hf", metavar="PRESET", help=argparse.SUPPRESS)  # the HF child process
     args = p.parse_args()
     if args.hf:
@@ -164,12 +171,14 @@ def main():
           f"batch {args.batch}, greedy, float32, best of {args.repeats} (no cache: 1 run); "
           f"1-minute load average {load_at_start:.2f} at the start, {os.getloadavg()[0]:.2f} "
           f"at the end")
-    print("| preset | threads | numpygpt, KV cache | numpygpt, no cache | "
-          "HF generate, use_cache | cache / HF | same greedy tokens as HF |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| preset | batch | threads | numpygpt, KV cache | numpygpt, no cache | numpygpt, int8 | int8 / float32 "
+          "| int8 tokens same as float32 | HF generate, use_cache | cache / HF | same greedy tokens as HF |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         ratio = None if r["hf"] is None else r["cached"] / r["hf"]
-        print(f"| {r['preset']} | {args.threads} | {fmt(r['cached'])} | {fmt(r['uncached'])} | "
+        int8_ratio = None if r.get("int8") is None else r["int8"] / r["cached"]
+        print(f"| {r['preset']} | {args.batch} | {args.threads} | {fmt(r['cached'])} | {fmt(r['uncached'])} | "
+              f"{fmt(r.get('int8'))} | {fmt(int8_ratio, '.2f')}x | {r.get('int8_same', '-')} | "
               f"{fmt(r['hf'])} | {fmt(ratio, '.2f')}x | {r['same'] or '-'} |")
     print(f"BLAS: {blas_report()}")
 

@@ -28,6 +28,15 @@ def test_every_weight_is_within_half_a_step_of_its_int8(rows, cols, scale, seed)
     assert np.all(np.abs(q).max(axis=1)[1:] == 127)  # the largest of each row uses the whole range
 
 
+@pytest.fixture(autouse=True, params=["int8 kernel", "widened for BLAS"])
+def path(request, monkeypatch):
+    """Every test runs both ways a quantized model multiplies: with the int8 kernel (a model
+    larger than the cache) and on its matrices widened back to float32 (one that fits)."""
+    from numpygpt.inference import quantize
+    monkeypatch.setattr(quantize, "CACHE_BYTES", 0 if request.param == "int8 kernel" else 1 << 40)
+    return request.param
+
+
 def sharp_model(scale=3.0, **changes):
     """A small model with weights `scale` times GPT-2's initial ones: logits far apart."""
     config = GPTConfig(vocab_size=61, block_size=32, n_layer=2, n_head=2, n_embd=32).with_(**changes)

@@ -22,6 +22,11 @@ from ..layers import Embedding, LayerNorm
 from ..params import Parameters
 
 DECODE_ROWS = 16  # up to this many rows take the int8 kernel; more go to BLAS
+# A model whose float32 matrices fit in the CPU's cache gains nothing from reading a quarter of
+# the bytes, and its matrices are small: there BLAS on the matrices widened back (the same
+# rounded values) is the faster one. On 2 AMD EPYC cores the `shakespeare` preset (10 MB)
+# decodes 0.84x as fast with the int8 kernel on one thread; `small` (49 MB) 2.28x.
+CACHE_BYTES = 16 << 20
 
 
 QUANTIZE_CHUNK = 1024  # rows at a time: the float32 temporaries stay a few MB, even for an embedding
@@ -48,13 +53,17 @@ def dequantize(q, scale) -> np.ndarray:
 
 
 class Int8Matrix:
-    """x @ W for W (C_in, C_out) kept as int8 rows of W.T with a scale each."""
+    """x @ W for W (C_in, C_out) kept as int8 rows of W.T with a scale each. widen: keep the
+    rounded matrix as float32 too, for BLAS (a model small enough to stay in cache)."""
 
-    def __init__(self, columns_as_rows):
+    def __init__(self, columns_as_rows, widen: bool = False):
         self.q, self.scale = quantize_rows(columns_as_rows)
+        self.widened = np.ascontiguousarray(dequantize(self.q, self.scale).T) if widen else None
 
     def matmul(self, x):
         """x (N, C_in) float32 -> (N, C_out) float32."""
+        if self.widened is not None:
+            return x @ self.widened
         if x.shape[0] > DECODE_ROWS:
             return x @ dequantize(self.q, self.scale).T
         out = np.empty((x.shape[0], self.q.shape[0]), dtype=np.float32)
@@ -105,10 +114,12 @@ def quantize_model(model, tensors=None):
     e.g. a checkpoint's memory-mapped file: then the model can be made with init=False and
     the float32 matrices are never all in memory at once (each is read, quantized, let go)."""
     source = tensors if tensors is not None else model.params.values
+    matrices = [name for name, shape in model.params.shapes.items() if len(shape) == 2 and name != "wpe.weight"]
+    widen = sum(np.prod(model.params.shapes[name]) for name in matrices) * 4 <= CACHE_BYTES
 
     def rows(name, transpose):
         matrix = source[name]
-        quantized = Int8Matrix(matrix.T if transpose else matrix)
+        quantized = Int8Matrix(matrix.T if transpose else matrix, widen)
         safetensors.release(matrix)
         return quantized
 
