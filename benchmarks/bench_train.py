@@ -74,8 +74,10 @@ def time_steps(step, warmup, steps, faults=None):
 
 
 def run_numpygpt(preset_name, steps, profile):
+    from numpygpt.memory import reuse_freed_memory
     from numpygpt.model import GPT
     from numpygpt.optim import AdamW
+    reuse_freed_memory()  # as the training loop does
     config, batch = model_config(preset_name)
     model = GPT(config)
     optimizer = AdamW(model.params, lr=1e-4)

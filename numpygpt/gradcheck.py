@@ -157,10 +157,11 @@ def check_dropout(lib, rng, b, t, c, p):
                         rng))
 
 
-def check_attention(lib, rng, b, t, heads, head_size, qkv_bias, dropout):
+def check_attention(lib, rng, b, t, heads, head_size, qkv_bias, dropout, tile):
     c = heads * head_size
     params = random_params(lib.CausalSelfAttention.shapes("attn", c, qkv_bias), rng, scale=0.5)
     layer = lib.CausalSelfAttention(params, "attn", heads, dropout=dropout, qkv_bias=qkv_bias)
+    layer.tile = tile  # query rows per tile: t > tile checks the tiled products too
     x = rng.normal(size=(b, t, c))
     # With dropout, a generator of the same seed on every call keeps the masks fixed.
     forward = (lambda: layer.forward(x, np.random.default_rng(9))) if dropout else (lambda: layer.forward(x))
@@ -251,7 +252,7 @@ CASES = {case.name: case for case in [
          dict(b=2, t=3, c=4, p=0.5), check_dropout),
     Case("attention", "P = causal_softmax(Q K^T / sqrt(D)),  Y = P V,  out = c_proj(Y)",
          "dS = P * (dP - rowsum(dP * P)) / sqrt(D),  dQ = dS K,  dK = dS^T Q,  dV = P^T dY",
-         dict(b=2, t=4, heads=2, head_size=3, qkv_bias=True, dropout=0.0), check_attention),
+         dict(b=2, t=4, heads=2, head_size=3, qkv_bias=True, dropout=0.0, tile=2), check_attention),
     Case("mlp", "out = c_proj(gelu(c_fc(x)))", "dx = c_fc.backward(gelu.backward(c_proj.backward(dout)))",
          dict(b=2, t=3, c=3), check_mlp),
     Case("block", "y = x + attn(ln_1(x)),  out = y + mlp(ln_2(y))",

@@ -22,6 +22,9 @@ from . import kernels
 
 
 ACCUMULATE_ROWS = 4096
+# Query rows per tile of causal attention (CausalSelfAttention.tiles): T / tile tiles do
+# (T / tile + 1) / 2 of the whole square's work, in BLAS calls that stay large enough to be fast.
+ATTENTION_TILE = 64
 
 
 def accumulate_matmul(out, a, b):
@@ -228,9 +231,14 @@ class CausalSelfAttention:
         self.attn_dropout = Dropout(dropout)
         self.resid_dropout = Dropout(dropout)
         self.n_head = n_head
+        self.tile = ATTENTION_TILE
 
     def forward(self, x, rng=None):
-        """x: (B, T, C) -> (B, T, C)."""
+        """x: (B, T, C) -> (B, T, C).
+
+        The products with the (T, T) weights go tile by tile (see `tiles`): the query rows of
+        tile i against the keys of tiles 0..i only, so the square's upper part, about half of
+        its work, is never computed; each tile is still one batched BLAS call."""
         b, t, c = x.shape
         h, d = self.n_head, c // self.n_head
         self.scale = 1.0 / math.sqrt(d)
@@ -238,18 +246,29 @@ class CausalSelfAttention:
         # q, k, v as (B, H, T, D) views of qkv, no copies: each head's (T, D) matrix has rows
         # 3C apart and unit-stride columns, which BLAS reads in place (its leading dimension).
         q, k, v = (qkv.reshape(b, t, 3, h, d)[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
-        scores = q @ k.swapaxes(-1, -2)                               # (B, H, T, T)
-        kernels.causal_softmax_forward(scores.reshape(b * h, t, t), self.scale)
+        scores = np.empty((b, h, t, t), dtype=x.dtype)
+        for rows, keys in self.tiles(t):
+            np.matmul(q[:, :, rows], k[:, :, keys].swapaxes(-1, -2), out=scores[:, :, rows, keys])
+        kernels.causal_softmax_forward(scores.reshape(b * h, t, t), self.scale, self.tile)
         probs = scores                                                # softmaxed in place
         att, drop = probs, self.attn_dropout
         if drop.draw(rng, probs.size):                                # dropout on the triangle
             att = np.empty_like(probs)
             kernels.causal_dropout(probs.reshape(b * h, t, t), att.reshape(b * h, t, t),
-                                   drop.seed, drop.threshold, drop.scale, drop.offset)
+                                   drop.seed, drop.threshold, drop.scale, drop.offset, self.tile)
         y = np.empty((b, t, h, d), dtype=x.dtype)                     # heads side by side...
-        np.matmul(att, v, out=y.transpose(0, 2, 1, 3))                # ...written there directly
+        y_heads = y.transpose(0, 2, 1, 3)                             # ...written there directly
+        for rows, keys in self.tiles(t):
+            np.matmul(att[:, :, rows, keys], v[:, :, keys], out=y_heads[:, :, rows])
         self.q, self.k, self.v, self.probs, self.att = q, k, v, probs, att
         return self.resid_dropout.forward(self.c_proj.forward(y.reshape(b, t, c)), rng, inplace=True)
+
+    def tiles(self, t):
+        """(rows, keys) slices, a tile of `self.tile` query rows each: those rows attend to
+        the keys before the tile's end and to none after it (causality). The entries of the
+        (T, T) arrays outside these rectangles are never written or read."""
+        return [(slice(start, start + self.tile), slice(0, min(start + self.tile, t)))
+                for start in range(0, t, self.tile)]
 
     def forward_cached(self, x, k_cache, v_cache, rows, starts):
         """What `forward` gives for new tokens that follow tokens whose keys and values are
@@ -295,23 +314,31 @@ class CausalSelfAttention:
             (self.q, self.k, self.v, self.probs, self.att), None, None, None, None, None
         dy = self.c_proj.backward(self.resid_dropout.backward(dout))
         dy = dy.reshape(b, t, h, d).transpose(0, 2, 1, 3)            # (B, H, T, D)
-        datt = dy @ v.swapaxes(-1, -2)                                # (B, H, T, T)
         dqkv = np.empty((b, t, 3, h, d), dtype=dout.dtype)
-        dqkv_heads = dqkv.transpose(2, 0, 3, 1, 4)                    # (3, B, H, T, D) view
-        dqkv_heads[2] = att.swapaxes(-1, -2) @ dy
+        dq, dk, dv = dqkv.transpose(2, 0, 3, 1, 4)                    # (B, H, T, D) views
+        # By key tile, the products with A^T and dS^T need only the query rows from the
+        # tile's first row on: the earlier rows do not see those keys.
+        key_tiles = [(rows, slice(rows.start, t)) for rows, _ in self.tiles(t)]
+        datt = np.empty((b, h, t, t), dtype=dout.dtype)
+        for rows, keys in self.tiles(t):
+            np.matmul(dy[:, :, rows], v[:, :, keys].swapaxes(-1, -2), out=datt[:, :, rows, keys])
+        for keys, rows in key_tiles:
+            np.matmul(att[:, :, rows, keys].swapaxes(-1, -2), dy[:, :, rows], out=dv[:, :, keys])
         del att
         # dA becomes dS in place: the softmax backward, with dropout's backward fused in (its
         # keep bits made again from the seed) when dropout was on.
         dscores, drop, squares = datt, self.attn_dropout, (b * h, t, t)
         if drop.seed is None:
-            kernels.causal_softmax_backward(dscores.reshape(squares), probs.reshape(squares), self.scale)
+            kernels.causal_softmax_backward(dscores.reshape(squares), probs.reshape(squares), self.scale, self.tile)
         else:
             kernels.causal_dropout_softmax_backward(dscores.reshape(squares), probs.reshape(squares), self.scale,
-                                                    drop.seed, drop.threshold, drop.scale, drop.offset)
+                                                    drop.seed, drop.threshold, drop.scale, drop.offset, self.tile)
             drop.seed = None
         del probs, datt
-        dqkv_heads[0] = dscores @ k
-        dqkv_heads[1] = dscores.swapaxes(-1, -2) @ q
+        for rows, keys in self.tiles(t):
+            np.matmul(dscores[:, :, rows, keys], k[:, :, keys], out=dq[:, :, rows])
+        for keys, rows in key_tiles:
+            np.matmul(dscores[:, :, rows, keys].swapaxes(-1, -2), q[:, :, rows], out=dk[:, :, keys])
         return self.c_attn.backward(dqkv.reshape(b, t, 3 * c))
 
 

@@ -39,7 +39,7 @@ class GELUWithoutTanhDerivative(layers.GELU):
         return dout * 0.5 * (1.0 + np.tanh(np.sqrt(2 / np.pi) * (self.x + 0.044715 * self.x ** 3)))
 
 
-def softmax_backward_without_subtraction(dprobs, probs, scale):
+def softmax_backward_without_subtraction(dprobs, probs, scale, tile):
     dprobs[...] = scale * probs * dprobs
 
 

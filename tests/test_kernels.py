@@ -5,6 +5,7 @@ tests run it on float64 copies, so its own rounding never loosens the comparison
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
+from numba import njit
 
 from numpygpt import kernels
 
@@ -93,56 +94,76 @@ def test_bias_add(n, c, dtype):
     np.testing.assert_allclose(out, want, **tol(dtype))
 
 
+def past_reach(t, tile):
+    """(T, T) bool: where a causal kernel on tiles of `tile` rows must neither read nor write."""
+    return ~kernels.causal_reach(t, tile)
+
+
 @SETTINGS
-@given(bh=st.integers(1, 6), t=st.integers(1, 19), dtype=dtypes)
-def test_causal_softmax_forward_and_backward(bh, t, dtype):
+@given(bh=st.integers(1, 6), t=st.integers(1, 19), tile=st.integers(1, 21), dtype=dtypes)
+def test_causal_softmax_forward_and_backward(bh, t, tile, dtype):
+    """Within each row's reach the kernels equal the references (the whole square when
+    tile >= T); past it, NaN goes in and the same NaN comes out: nothing there is read or written."""
     rng = np.random.default_rng(bh * 50 + t)
     scores, dprobs = normal(rng, (bh, t, t), dtype, 3.0), normal(rng, (bh, t, t), dtype)
+    outside = past_reach(t, tile)
+    scores[:, outside] = np.nan
+    dprobs[:, outside] = np.nan
     scale = 0.37
     ref, ref_d = f64(scores, dprobs)
-    kernels.causal_softmax_forward_reference(ref, scale)
+    kernels.causal_softmax_forward_reference(ref, scale, tile)
     probs = scores.copy()
-    kernels.causal_softmax_forward(probs, scale)
-    np.testing.assert_allclose(probs, ref, **tol(dtype))
-    assert np.all(np.triu(probs[0], k=1) == 0)
-    kernels.causal_softmax_backward_reference(ref_d, ref, scale)
-    kernels.causal_softmax_backward(dprobs, probs, scale)
+    kernels.causal_softmax_forward(probs, scale, tile)
+    np.testing.assert_allclose(probs, ref, **tol(dtype))  # NaN where both are NaN
+    assert np.all(np.isnan(probs[:, outside]))
+    assert np.all(np.triu(np.where(outside, 0, probs[0]), k=1) == 0)
+    kernels.causal_softmax_backward_reference(ref_d, ref, scale, tile)
+    kernels.causal_softmax_backward(dprobs, probs, scale, tile)
     np.testing.assert_allclose(dprobs, ref_d, **tol(dtype))
+    assert np.all(np.isnan(dprobs[:, outside]))
+    if tile >= t:  # the whole square: the plain masked softmax of every row
+        want = kernels.masked_softmax(scores.astype(np.float64) * scale, np.tri(t, dtype=bool))
+        np.testing.assert_allclose(probs, want, **tol(dtype))
 
 
 @SETTINGS
-@given(bh=st.integers(1, 6), t=st.integers(1, 19), p=st.sampled_from([0.1, 0.5]), seed=st.integers(0, 2 ** 63 - 1),
-       dtype=dtypes)
-def test_causal_attention_dropout_forward_and_backward(bh, t, p, seed, dtype):
+@given(bh=st.integers(1, 6), t=st.integers(1, 19), tile=st.integers(1, 21), p=st.sampled_from([0.1, 0.5]),
+       seed=st.integers(0, 2 ** 63 - 1), dtype=dtypes)
+def test_causal_attention_dropout_forward_and_backward(bh, t, tile, p, seed, dtype):
     """Dropout on the causal triangle alone keeps exactly what the reference mask over the whole
     (BH, T, T) square keeps (the same element numbering, offset included), and the fused
     backward equals the reference dropout backward followed by the softmax backward."""
     rng = np.random.default_rng(bh * 50 + t)
+    outside = past_reach(t, tile)
     probs = normal(rng, (bh, t, t), dtype, 3.0)
-    kernels.causal_softmax_forward(probs, 0.5)
+    kernels.causal_softmax_forward(probs, 0.5, t)
+    probs[:, outside] = np.nan
     datt = normal(rng, (bh, t, t), dtype)
+    datt[:, outside] = np.nan
     threshold, drop_scale, offset = kernels.dropout_threshold(p), 1.0 / (1.0 - p), probs.size * (seed % 3)
     keep = kernels.dropout_keep_reference(seed, probs.size, threshold, offset).reshape(probs.shape)
 
-    att = np.full_like(probs, np.nan)  # every element must be written
-    kernels.causal_dropout(probs, att, seed, threshold, drop_scale, offset)
-    np.testing.assert_allclose(att, np.where(keep, probs.astype(np.float64) * drop_scale, 0.0), **tol(dtype))
-    assert np.all(np.triu(att[0], k=1) == 0)
+    att = np.full_like(probs, np.nan)  # every element within the reach must be written
+    kernels.causal_dropout(probs, att, seed, threshold, drop_scale, offset, tile)
+    want = np.where(outside, np.nan, np.where(keep, probs.astype(np.float64) * drop_scale, 0.0))
+    np.testing.assert_allclose(att, want, **tol(dtype))
+    assert np.all(np.triu(np.where(outside, 0, att[0]), k=1) == 0)
 
-    ref_att = np.empty(probs.shape)
-    kernels.causal_dropout_reference(*f64(probs), ref_att, seed, threshold, drop_scale, offset)
+    ref_att = np.full(probs.shape, np.nan)
+    kernels.causal_dropout_reference(*f64(probs), ref_att, seed, threshold, drop_scale, offset, tile)
     np.testing.assert_allclose(att, ref_att, **tol(dtype))
 
     scale = 0.37
     ref = np.where(keep, datt.astype(np.float64) * drop_scale, 0.0)
-    kernels.causal_softmax_backward_reference(ref, *f64(probs), scale)
+    kernels.causal_softmax_backward_reference(ref, *f64(probs), scale, tile)
+    ref[:, outside] = np.nan
     fused_ref = datt.astype(np.float64)
     kernels.causal_dropout_softmax_backward_reference(fused_ref, *f64(probs), scale, seed, threshold, drop_scale,
-                                                      offset)
-    kernels.causal_dropout_softmax_backward(datt, probs, scale, seed, threshold, drop_scale, offset)
+                                                      offset, tile)
+    kernels.causal_dropout_softmax_backward(datt, probs, scale, seed, threshold, drop_scale, offset, tile)
     np.testing.assert_allclose(datt, ref, **tol(dtype))
     np.testing.assert_allclose(fused_ref, ref, rtol=1e-12, atol=1e-12)
-    assert np.all(np.triu(datt[0], k=1) == 0)
+    assert np.all(np.triu(np.where(outside, 0, datt[0]), k=1) == 0)
 
 
 @SETTINGS
@@ -265,3 +286,28 @@ def test_int8_matmul(n, c_in, c_out):
     kernels.int8_matmul(w, scale, x, out)
     kernels.int8_matmul_reference(w, scale.astype(np.float64), x.astype(np.float64), want)
     np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-5 * np.abs(want).max(initial=1.0))
+
+
+@njit(cache=False)
+def _fast_exp_of(x, out):
+    for i in range(x.size):
+        out[i] = kernels.fast_exp(x[i])
+
+
+def test_fast_exp_is_exp_to_one_float32_rounding():
+    """Over 4M float32 points spanning exp's whole normal range, fast_exp is within 1e-7 of the
+    exact value relatively (the float32 spacing is 6e-8 to 1.2e-7); outside it is clamped to
+    finite values; in float64 it is math.exp itself."""
+    x = np.linspace(kernels.EXP_LOW, kernels.EXP_HIGH, 4_000_001, dtype=np.float32)
+    out = np.empty_like(x)
+    _fast_exp_of(x, out)
+    assert np.max(np.abs(out / np.exp(x.astype(np.float64)) - 1.0)) < 1e-7
+    extremes = np.array([-1e30, -200.0, -88.0, 89.0, 1e30, -np.float32(3.4e38)], dtype=np.float32)
+    out = np.empty_like(extremes)
+    _fast_exp_of(extremes, out)
+    assert np.all(np.isfinite(out)) and np.all(out > 0)
+    assert out[0] < 1.2e-38 and out[3] > 1e38
+    x64 = np.linspace(-700.0, 700.0, 1001)
+    out64 = np.empty_like(x64)
+    _fast_exp_of(x64, out64)
+    np.testing.assert_array_equal(out64, np.exp(x64))

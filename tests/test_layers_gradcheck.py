@@ -19,6 +19,7 @@ SIZES = {
     "c_out": st.integers(1, 7), "v": st.integers(1, 6), "heads": st.integers(1, 3), "head_size": st.integers(1, 3),
     "n": st.integers(1, 6), "n_layer": st.integers(1, 2), "bias": st.booleans(), "qkv_bias": st.booleans(),
     "p": st.sampled_from([0.1, 0.5]), "dropout": st.sampled_from([0.0, 0.3]),
+    "tile": st.integers(1, 6),
 }
 # Where a case needs narrower sizes than SIZES gives, and why.
 NARROWER = {
@@ -42,3 +43,26 @@ def test_backward_equals_finite_differences(name):
         assert result.error < TOLERANCE, {c.name: c.error for c in result.checks}
 
     check()
+
+
+@settings(max_examples=30, deadline=None)
+@given(b=st.integers(1, 3), t=st.integers(1, 12), heads=st.integers(1, 3), head_size=st.integers(1, 4),
+       tile=st.integers(1, 13), dropout=st.sampled_from([0.0, 0.3]), seed=st.integers(0, 2 ** 16))
+def test_attention_tiles_equal_the_whole_square(b, t, heads, head_size, tile, dropout, seed):
+    """Attention cut into tiles of query rows gives the output and every gradient of the
+    whole-square computation (tile >= T), dropout masks included, to float64 rounding."""
+    import numpy as np
+    from numpygpt import layers
+    from numpygpt.gradcheck import random_params
+    c = heads * head_size
+    results = []
+    for layer_tile in (tile, t):
+        rng = np.random.default_rng(seed)
+        params = random_params(layers.CausalSelfAttention.shapes("attn", c), rng, scale=0.5)
+        layer = layers.CausalSelfAttention(params, "attn", heads, dropout=dropout)
+        layer.tile = layer_tile
+        x, dout = rng.normal(size=(b, t, c)), rng.normal(size=(b, t, c))
+        out = layer.forward(x, np.random.default_rng(seed) if dropout else None)
+        results.append((out, layer.backward(dout), params.grad.copy()))
+    for tiled, whole in zip(*results):
+        np.testing.assert_allclose(tiled, whole, rtol=1e-12, atol=1e-12)

@@ -21,6 +21,7 @@ from ..data.text import encode_documents, read_documents, split_documents
 from ..errors import ConfigError
 from ..inference.loading import add_model_arguments, load_model
 from ..inference.scoring import score_tokens
+from ..memory import reuse_freed_memory
 from ..progress import Progress, bar
 from .args import integer
 
@@ -77,6 +78,7 @@ def run(args):
     def show(done, total):
         progress.status(f"{bar(done / total)} {done:,}/{total:,} tokens", force=done == total)
 
+    reuse_freed_memory()  # each batch of windows reuses the last one's memory
     scores = score_tokens(loaded.model, ids, stride=args.stride, batch_size=args.batch_size, on_progress=show)
     progress.close()
     figures = {"data": str(data), "split": args.split, "model": loaded.description, "tokens": scores.tokens,

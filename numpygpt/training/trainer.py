@@ -25,6 +25,7 @@ from ..errors import CheckpointError, TrainingError
 from ..formats import atomic, checkpoint
 from ..inference.generate import generate
 from ..inference.sampling import Sampler
+from ..memory import reuse_freed_memory
 from ..model import GPT, is_decayed
 from ..optim import cosine_lr
 from ..progress import Progress, bar, format_seconds
@@ -241,6 +242,7 @@ class Trainer:
         """Train from self.step to config.steps, or until early stopping ends the run.
         Returns the last evaluation."""
         c = self.config
+        reuse_freed_memory()  # every step then reuses the last one's memory: no page faults
         progress = Progress(self.stream, quiet=self.comm.rank != 0)
         start_time, start_step = time.time(), self.step
         with StopRequest() as stop:
