@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import numpygpt  # noqa: E402,F401  (its thread defaults, before NumPy loads BLAS)
-from numpygpt.config import preset  # noqa: E402
-from numpygpt.layers import CausalSelfAttention  # noqa: E402
-from numpygpt.params import Parameters  # noqa: E402
+import numpygpt  # noqa: F401  (its thread defaults, before NumPy loads BLAS)
+from numpygpt.config import preset
+from numpygpt.layers import CausalSelfAttention
+from numpygpt.params import Parameters
 
 # preset -> training batch, as benchmarks/bench_train.py runs them
 BATCH = {"shakespeare": 16, "small": 8, "seed": 2}

@@ -4,7 +4,8 @@ A reference takes the same arguments as its kernel and works in place as the ker
 tests run it on float64 copies, so its own rounding never loosens the comparison."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from numba import njit
 
 from numpygpt import kernels

@@ -9,7 +9,8 @@ with centred differences of L. A missing term in any backward makes the relative
 far above TOLERANCE.
 """
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from numpygpt.gradcheck import CASES, TOLERANCE, run_case
 
@@ -52,6 +53,7 @@ def test_attention_tiles_equal_the_whole_square(b, t, heads, head_size, tile, dr
     """Attention cut into tiles of query rows gives the output and every gradient of the
     whole-square computation (tile >= T), dropout masks included, to float64 rounding."""
     import numpy as np
+
     from numpygpt import layers
     from numpygpt.gradcheck import random_params
     c = heads * head_size
