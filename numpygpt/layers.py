@@ -24,7 +24,10 @@ from . import kernels
 ACCUMULATE_ROWS = 4096
 # Query rows per tile of causal attention (CausalSelfAttention.tiles): T / tile tiles do
 # (T / tile + 1) / 2 of the whole square's work, in BLAS calls that stay large enough to be fast.
-ATTENTION_TILE = 64
+# Measured per layer (benchmarks/bench_attention.py, AVX2 host): 1.13x at T = 1024 (tiles of
+# 64 to 256 alike), 1.00-1.04x at T = 256; at T = 128 two tiles of 64 lost (0.92x), so a context
+# of 128 or less is one tile, the whole square.
+ATTENTION_TILE = 128
 
 
 def accumulate_matmul(out, a, b):
