@@ -321,9 +321,10 @@ class CausalSelfAttention:
         dq, dk, dv = dqkv.transpose(2, 0, 3, 1, 4)                    # (B, H, T, D) views
         # By key tile, the products with A^T and dS^T need only the query rows from the
         # tile's first row on: the earlier rows do not see those keys.
-        key_tiles = [(rows, slice(rows.start, t)) for rows, _ in self.tiles(t)]
+        query_tiles = self.tiles(t)
+        key_tiles = [(rows, slice(rows.start, t)) for rows, _ in query_tiles]
         datt = np.empty((b, h, t, t), dtype=dout.dtype)
-        for rows, keys in self.tiles(t):
+        for rows, keys in query_tiles:
             np.matmul(dy[:, :, rows], v[:, :, keys].swapaxes(-1, -2), out=datt[:, :, rows, keys])
         for keys, rows in key_tiles:
             np.matmul(att[:, :, rows, keys].swapaxes(-1, -2), dy[:, :, rows], out=dv[:, :, keys])
@@ -338,7 +339,7 @@ class CausalSelfAttention:
                                                     drop.seed, drop.threshold, drop.scale, drop.offset, self.tile)
             drop.seed = None
         del probs, datt
-        for rows, keys in self.tiles(t):
+        for rows, keys in query_tiles:
             np.matmul(dscores[:, :, rows, keys], k[:, :, keys], out=dq[:, :, rows])
         for keys, rows in key_tiles:
             np.matmul(dscores[:, :, rows, keys].swapaxes(-1, -2), q[:, :, rows], out=dk[:, :, keys])

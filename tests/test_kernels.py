@@ -298,7 +298,7 @@ def _fast_exp_of(x, out):
 def test_fast_exp_is_exp_to_one_float32_rounding():
     """Over 4M float32 points spanning exp's whole normal range, fast_exp is within 1e-7 of the
     exact value relatively (the float32 spacing is 6e-8 to 1.2e-7); outside it is clamped to
-    finite values; in float64 it is math.exp itself."""
+    finite values; in float64 it is math.exp."""
     x = np.linspace(kernels.EXP_LOW, kernels.EXP_HIGH, 4_000_001, dtype=np.float32)
     out = np.empty_like(x)
     _fast_exp_of(x, out)
@@ -311,4 +311,4 @@ def test_fast_exp_is_exp_to_one_float32_rounding():
     x64 = np.linspace(-700.0, 700.0, 1001)
     out64 = np.empty_like(x64)
     _fast_exp_of(x64, out64)
-    np.testing.assert_array_equal(out64, np.exp(x64))
+    np.testing.assert_allclose(out64, np.exp(x64), rtol=1e-15)  # libm's exp and NumPy's may differ in the last bit
