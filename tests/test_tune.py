@@ -219,3 +219,45 @@ def test_sigint_to_the_sweep_process_alone_stops_its_workers(tmp_path, text_file
     while any(alive(pid) for pid in children) and time.time() < deadline:
         time.sleep(0.2)
     assert not any(alive(pid) for pid in children)
+
+
+def test_an_interrupt_in_a_ctypes_callback_is_not_lost_by_a_worker(monkeypatch):
+    """Numba compiles through ctypes callbacks; a KeyboardInterrupt raised inside one is dropped
+    (printed as "Exception ignored"). A worker's handler only takes note, and the note stops it."""
+    import ctypes
+    dropped = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: dropped.append(u.exc_type))
+    callback = ctypes.CFUNCTYPE(None)(lambda: os.kill(os.getpid(), signal.SIGINT) or time.sleep(0.01))
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        callback()  # Python's own handler: the interrupt is raised in the callback and lost
+        assert dropped == [KeyboardInterrupt]
+        monkeypatch.setattr(tune.WorkerStop, "requested", False)
+        tune.WorkerStop.install()
+        callback()
+        assert dropped == [KeyboardInterrupt] and tune.WorkerStop.requested
+        with pytest.raises(KeyboardInterrupt):
+            tune.WorkerStop.check()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _loses_the_first_interrupt(ready):
+    seen = []
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(0) if seen else seen.append(1))
+    ready.set()
+    while True:
+        time.sleep(0.01)
+
+
+def test_stop_workers_repeats_the_interrupt_until_the_workers_end():
+    import multiprocessing
+    context = multiprocessing.get_context("fork")
+    ready = context.Event()
+    worker = context.Process(target=_loses_the_first_interrupt, args=(ready,))
+    worker.start()
+    assert ready.wait(30)
+    start = time.perf_counter()
+    tune.stop_workers([worker], repeat_every=0.3)
+    assert not worker.is_alive() and worker.exitcode == 0
+    assert time.perf_counter() - start >= 0.3  # the second interrupt ended it

@@ -184,6 +184,7 @@ def objective(trial, settings: SweepSettings, datasets: Datasets, out_dir: Path)
     from ..model import GPT
     from .trainer import Trainer
 
+    WorkerStop.check()  # before drawing hyperparameters: this trial has nothing to run again
     hp = suggest(trial, settings.search)
     vocab_size = hp.get("vocab_size", preset(settings.model).vocab_size)
     dataset = datasets.get(settings.model, vocab_size)
@@ -307,19 +308,56 @@ def work(settings: SweepSettings, storage_url: str, study_name: str, out_dir: Pa
     def after(study, frozen):
         if log is not None:
             log(describe(frozen))
+        WorkerStop.check()
     stop_at_total = optuna.study.MaxTrialsCallback(
         trials, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
     remaining = trials - finished(study)
+    WorkerStop.check()  # a Ctrl-C while this worker started up
     if remaining > 0:
         study.optimize(lambda t: objective(t, settings, datasets, out_dir), n_trials=remaining,
                        callbacks=[after, stop_at_total])
 
 
+class WorkerStop:
+    """Ctrl-C in a --jobs worker, outside a trial's training loop (which has its own handler).
+    The handler only takes note, and the worker stops at the next trial boundary: an interrupt
+    raised wherever the signal lands could land in a ctypes callback (Numba compiling a
+    kernel), which prints the KeyboardInterrupt and drops it, and the worker would train on."""
+
+    requested = False
+
+    @classmethod
+    def install(cls):
+        signal.signal(signal.SIGINT, cls._note)
+
+    @classmethod
+    def _note(cls, signum, frame):
+        cls.requested = True
+
+    @classmethod
+    def check(cls):
+        if cls.requested:
+            raise KeyboardInterrupt
+
+
 def _worker_main(args):
+    WorkerStop.install()
     try:
         work(*args)
     except KeyboardInterrupt:
         pass
+
+
+def stop_workers(workers, repeat_every: float = 5.0):
+    """Pass Ctrl-C on to the workers, again every `repeat_every` seconds while any is alive:
+    one can still be lost, in a trial whose last evaluation pruned it (the pruning ends that
+    trial, not the worker). A worker is never killed: it ends at a step or trial boundary."""
+    while any(w.is_alive() for w in workers):
+        for w in workers:
+            if w.is_alive():
+                os.kill(w.pid, signal.SIGINT)
+        for w in workers:
+            w.join(timeout=repeat_every / len(workers))
 
 
 def run_sweep(settings: SweepSettings, trials: int, out_dir, storage: str | None = None,
@@ -359,11 +397,7 @@ def run_sweep(settings: SweepSettings, trials: int, out_dir, storage: str | None
         except KeyboardInterrupt:
             # A terminal's Ctrl-C reaches the workers too; a SIGINT sent to this process alone
             # (kill -INT) must be passed on, or they would train on and this process wait.
-            for w in workers:
-                if w.is_alive():
-                    os.kill(w.pid, signal.SIGINT)
-            for w in workers:
-                w.join()
+            stop_workers(workers)
             raise
         failed = [w.exitcode for w in workers if w.exitcode]
         if failed:
