@@ -701,6 +701,8 @@ def map_groups(function, items: list, num_threads: int | None) -> list:
     every core), in order. There are several groups per thread, for balance, and each is
     one kernel call, which releases the GIL."""
     num_threads = num_threads or os.cpu_count() or 1
+    if num_threads == 1:  # one kernel call in this thread
+        return [function(items)]
     with ThreadPoolExecutor(num_threads) as pool:
         return list(pool.map(function, split_evenly(items, 4 * num_threads)))
 

@@ -30,7 +30,7 @@ import os
 import struct
 import time
 from bisect import bisect_right
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -50,8 +50,10 @@ HEADER = struct.Struct("<8sIIQ32s8x")  # magic, version, bytes per token, token 
 MAGIC = b"NPGTOKNS"
 VERSION = 1
 SPLITS = ("train", "val")
-# Text per encoder call: enough to share among threads, little enough that its ids stay small.
+# Text read, encoded and written as one batch: enough to keep every thread busy, little enough
+# that its ids stay small. Each thread encodes a group at a time, by one kernel call.
 BATCH_CHARS = 1 << 22
+GROUP_CHARS = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -292,23 +294,23 @@ class Preparation:
         already_read = sum(self.corpus.sizes[:self.position.file])
         self.progress = Progress(quiet=not progress)
         self.start_bytes, self.start_time = already_read, time.time()
-        # Ids as one array per batch, made inside the encoder's kernels without the GIL (no
+        # Ids as one array per group, made inside the encoder's kernel without the GIL (no
         # Python int per token, so the threads encode side by side), and in the shards' type
-        # on the encoder's thread: this thread's reading and writing is the serial part.
-        def encode(texts):
-            ids, offsets = self.tokenizer.encode_ordinary_batch_to_numpy(texts, num_threads=self.workers)
+        # on the encoding thread: this thread's reading and writing is the serial part.
+        def encode(group):
+            ids, offsets = self.tokenizer.encode_ordinary_batch_to_numpy([s.text for s in group], num_threads=1)
             return ids.astype(self.dtype), offsets
-        # Encode a batch on the worker threads while this thread reads the next one and
-        # writes the one before.
-        with ThreadPoolExecutor(1) as encoder:
+        # The next batch's groups are queued before this thread waits for the last one's, so a
+        # thread that finishes early takes the next group rather than waiting at a batch's end.
+        with ThreadPoolExecutor(self.workers or os.cpu_count() or 1) as encoders:
             previous = None
             for batch in batches(self.corpus.segments(self.position), BATCH_CHARS):
-                current = batch, encoder.submit(encode, [segment.text for segment in batch])
+                current = [(group, encoders.submit(encode, group)) for group in batches(batch, GROUP_CHARS)]
                 if previous:
-                    self.write(*previous)
+                    self.write(previous)
                 previous = current
             if previous:
-                self.write(*previous)
+                self.write(previous)
         if not any(self.documents.values()):
             raise DataError(f"{self.corpus.path} holds no text")
         for writer in self.writers.values():
@@ -318,24 +320,26 @@ class Preparation:
         self.progress.close()
         return self.manifest
 
-    def write(self, batch: list[Segment], future):
-        """Append a batch's ids to its splits' streams, with <|endoftext|> between documents."""
-        ids, offsets = future.result()
+    def write(self, groups: list[tuple[list[Segment], Future]]):
+        """Append a batch's ids, group by group, to its splits' streams, with <|endoftext|>
+        between documents."""
         eot = np.array([self.eot], dtype=self.dtype)
         streams = {split: [] for split in SPLITS}
-        for k, segment in enumerate(batch):
-            split = "val" if in_validation(segment.document, self.settings.seed, self.settings.val_fraction) \
-                else "train"
-            if segment.starts_document:
-                if self.documents[split]:
-                    streams[split].append(eot)
-                self.documents[split] += 1
-            streams[split].append(ids[offsets[k]:offsets[k + 1]])
-            self.text_bytes[split] += segment.size
+        for group, future in groups:
+            ids, offsets = future.result()
+            for k, segment in enumerate(group):
+                split = "val" if in_validation(segment.document, self.settings.seed, self.settings.val_fraction) \
+                    else "train"
+                if segment.starts_document:
+                    if self.documents[split]:
+                        streams[split].append(eot)
+                    self.documents[split] += 1
+                streams[split].append(ids[offsets[k]:offsets[k + 1]])
+                self.text_bytes[split] += segment.size
         for split, pieces in streams.items():
             if pieces:
                 self.writers[split].write(np.concatenate(pieces))
-        self.position = batch[-1].end
+        self.position = groups[-1][0][-1].end
         if any(writer.finished for writer in self.writers.values()):
             self.checkpoint()
         self.show_progress(self.corpus.bytes_read())
