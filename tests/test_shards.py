@@ -34,10 +34,12 @@ def load_once(folder: str):
 @pytest.fixture(autouse=True)
 def quick(tmp_path, monkeypatch):
     """Downloads and caches in tmp_path; each vocabulary loaded once per session; batches of
-    5 KB of text, so even a small corpus makes many batches and checkpoints."""
+    5 KB of text in groups of 1.5 KB, so even a small corpus makes many batches, groups and
+    checkpoints."""
     monkeypatch.setenv("NUMPYGPT_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setattr(shards, "load_tokenizer", lambda folder: load_once(str(folder)))
     monkeypatch.setattr(shards, "BATCH_CHARS", 5_000)
+    monkeypatch.setattr(shards, "GROUP_CHARS", 1_500)
 
 
 def documents(data_dir) -> list[str]:
@@ -170,6 +172,7 @@ import sys, time
 import bpe
 from numpygpt.data import shards
 shards.BATCH_CHARS = 5_000
+shards.GROUP_CHARS = 1_500
 encode = bpe.Tokenizer.encode_ordinary_batch_to_numpy
 def slow_encode(self, *args, **kwargs):  # so that the kill lands mid-run
     time.sleep(0.05)
