@@ -52,8 +52,8 @@ VERSION = 1
 SPLITS = ("train", "val")
 # Text read, encoded and written as one batch: enough to keep every thread busy, little enough
 # that its ids stay small. Each thread encodes a group at a time, by one kernel call, whose
-# cache of the words it has merged starts empty: 1M-character groups encode 9% faster than
-# 256K ones, and a thread that finishes early takes the next batch's first group.
+# cache of the words it has merged starts empty (so groups are not small); a thread that
+# finishes early takes the next batch's first group.
 BATCH_CHARS = 1 << 22
 GROUP_CHARS = 1 << 20
 
