@@ -40,6 +40,8 @@ def main():
     parser.add_argument("--tiles", nargs="+", type=int, default=[32, 64, 128])
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
+    if min(args.tiles) < 1 or args.repeats < 1:
+        parser.error("--tiles and --repeats take whole numbers of 1 or more")
     reuse_freed_memory()  # as training does: no page faults in the timed calls
     try:
         from threadpoolctl import threadpool_info
