@@ -107,6 +107,8 @@ def main():
     p.add_argument("--tmp", type=Path, default=Path(tempfile.gettempdir()), help="where corpora and shards go")
     p.add_argument("--repeat", type=int, default=1, help="runs per core count, taking turns; the fastest is shown")
     args = p.parse_args()
+    if args.repeat < 1 or min(args.sizes) < 1 or min(args.cores) < 1:
+        p.error("--sizes, --cores and --repeat take whole numbers of 1 or more")
     rows = []
     work = Path(tempfile.mkdtemp(prefix="bench_prepare-", dir=args.tmp))
     try:
