@@ -12,6 +12,10 @@ with the same threads, batch and sequence length; then where numpygpt's step tim
 Each measurement runs in a fresh subprocess so peak RSS is its own; --repeats such processes
 per implementation, interleaved, and the fastest of each counts (every process's figure is
 printed too), because this VM has spells that slow one whole process by 10-20%.
+
+--paired ROUNDS then measures numpygpt against the PyTorch GPT-2 in pairs: one live process
+each, taking turns of --steps steps, a ratio per round, so both sides of a ratio ran seconds
+apart rather than minutes.
 """
 import argparse
 import json
@@ -21,6 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -74,7 +79,8 @@ def time_steps(step, warmup, steps, faults=None):
     return float(np.median(times))
 
 
-def run_numpygpt(preset_name, steps, profile):
+def numpygpt_step(preset_name):
+    """One training step of numpygpt (forward, backward, AdamW) as a function of nothing."""
     from numpygpt.memory import reuse_freed_memory
     from numpygpt.model import GPT
     from numpygpt.optim import AdamW
@@ -90,6 +96,12 @@ def run_numpygpt(preset_name, steps, profile):
         model.loss(ids[:, :-1], ids[:, 1:])
         model.backward()
         optimizer.step()
+    return step
+
+
+def run_numpygpt(preset_name, steps, profile):
+    step = numpygpt_step(preset_name)
+    config, batch = model_config(preset_name)
     faults = []
     result = {"seconds": time_steps(step, 2, steps, faults), "peak_rss_mb": peak_rss_mb(), "faults": faults[0]}
     if profile:  # after the peak is read: the replayed matmuls' arrays are not the model's
@@ -100,7 +112,8 @@ def run_numpygpt(preset_name, steps, profile):
 def replay_matmuls(config, batch, repeats=3) -> float:
     """Seconds of one step's BLAS work, replayed on random arrays of the step's shapes and
     layouts: every Linear forward (x @ W) and backward (x.T @ dout, dout @ W.T), the LM head,
-    and attention's four batched products forward and backward."""
+    and attention's six batched products, forward and backward, tile by tile."""
+    from numpygpt.layers import ATTENTION_TILE, CausalSelfAttention
     rng = np.random.default_rng(0)
     n, c, v = batch * config.block_size, config.n_embd, config.vocab_size
     h, t = config.n_head, config.block_size
@@ -109,6 +122,10 @@ def replay_matmuls(config, batch, repeats=3) -> float:
     linears = [(c, 3 * c), (c, c), (c, 4 * c), (4 * c, c)] * config.n_layer + [(c, v)]
     arrays = [(r(n, i), r(i, o), r(n, o)) for i, o in linears]
     q, k, att = r(batch, h, t, d), r(batch, h, t, d), r(batch, h, t, t)
+    # The attention products tile by tile, as CausalSelfAttention makes them: query tiles
+    # against the keys up to their end, and (backward) key tiles against the later queries.
+    query_tiles = CausalSelfAttention.tiles(SimpleNamespace(tile=ATTENTION_TILE), t)
+    key_tiles = [(rows, slice(rows.start, t)) for rows, _ in query_tiles]
 
     def work():
         for x, w, dout in arrays:
@@ -116,12 +133,13 @@ def replay_matmuls(config, batch, repeats=3) -> float:
             x.T @ dout
             dout @ w.T
         for _ in range(config.n_layer):
-            q @ k.swapaxes(-1, -2)
-            att @ k
-            q @ k.swapaxes(-1, -2)
-            att.swapaxes(-1, -2) @ k
-            att @ k
-            att.swapaxes(-1, -2) @ q
+            for rows, keys in query_tiles:
+                for _ in range(2):  # S = Q K^T and dA = dY V^T; Y = A V and dQ = dS K
+                    q[:, :, rows] @ k[:, :, keys].swapaxes(-1, -2)
+                    att[:, :, rows, keys] @ k[:, :, keys]
+            for keys, rows in key_tiles:
+                for _ in range(2):  # dV = A^T dY and dK = dS^T Q
+                    att[:, :, rows, keys].swapaxes(-1, -2) @ q[:, :, rows]
     return time_steps(work, 1, repeats)
 
 
@@ -147,7 +165,8 @@ def breakdown(step, config, batch):
     return {k: v / total for k, v in sorted(groups.items(), key=lambda kv: -kv[1])}
 
 
-def run_torch(preset_name, steps, kind):
+def torch_step(preset_name, kind):
+    """One training step of the PyTorch GPT-2 (kind "torch") or transformers' ("hf")."""
     import torch
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", os.cpu_count())))
     config, batch = model_config(preset_name)
@@ -172,6 +191,11 @@ def run_torch(preset_name, steps, kind):
         optimizer.zero_grad(set_to_none=True)
         forward(x, y).backward()
         optimizer.step()
+    return step
+
+
+def run_torch(preset_name, steps, kind):
+    step = torch_step(preset_name, kind)
     faults = []
     return {"seconds": time_steps(step, 2, steps, faults), "peak_rss_mb": peak_rss_mb(), "faults": faults[0]}
 
@@ -193,15 +217,73 @@ def child(args):
     print(json.dumps(result))
 
 
-def measure(preset_name, impl, steps, profile=False):
-    cmd = [sys.executable, __file__, "--child", "--impl", impl, "--preset", preset_name, "--steps", str(steps)]
-    if profile:
-        cmd.append("--profile")
+def step_server(args):
+    """A long-lived measurement: build the step, warm it up, say "ready", then for each line
+    k on stdin time k steps and print their seconds as a JSON list (see `paired`)."""
+    if args.impl == "numpygpt":
+        step = numpygpt_step(args.preset)
+    else:
+        sys.path.insert(0, str(HERE))
+        step = torch_step(args.preset, args.impl)
+    for _ in range(2):
+        step()
+    print("ready", flush=True)
+    for line in sys.stdin:
+        times = []
+        for _ in range(int(line)):
+            t = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t)
+        print(json.dumps(times), flush=True)
+
+
+def child_env(impl):
+    """numpygpt's children run with its thread defaults, as `python train.py` does; the
+    PyTorch ones in the caller's environment untouched."""
     env = dict(ORIGINAL_ENV)
     if impl == "numpygpt":
         import numpygpt
         env = {**numpygpt.THREAD_DEFAULTS, **env}
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    return env
+
+
+def paired(preset_name, impls, rounds, steps):
+    """numpygpt / each other implementation's speed, measured in pairs: one process per
+    implementation stays alive, and they take turns, `steps` steps each, for `rounds` rounds;
+    each round gives a ratio of median step times. The host's speed drifts by a third from one
+    minute to the next, so a ratio of two steps seconds apart is steadier than one of two
+    processes' fastest runs minutes apart. Returns {impl: [ratio per round]}."""
+    procs = {}
+    try:
+        for impl in impls:
+            cmd = [sys.executable, __file__, "--serve", "--impl", impl, "--preset", preset_name]
+            procs[impl] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                           stderr=subprocess.PIPE, text=True, env=child_env(impl))
+            if procs[impl].stdout.readline().strip() != "ready":  # warmed up: the next starts
+                raise RuntimeError(f"{impl}: {(procs[impl].stderr.read().strip().splitlines() or ['failed'])[-1]}")
+        ratios = {impl: [] for impl in impls[1:]}
+        for round_ in range(rounds):
+            medians = {}
+            # Who goes first alternates, so neither side always follows the other's idle threads.
+            for impl in (impls if round_ % 2 == 0 else impls[::-1]):
+                time.sleep(0.05)  # the other process's spinning threads go to sleep
+                procs[impl].stdin.write(f"{steps}\n")
+                procs[impl].stdin.flush()
+                medians[impl] = float(np.median(json.loads(procs[impl].stdout.readline())))
+            for impl in ratios:
+                ratios[impl].append(medians[impl] / medians["numpygpt"])
+        return ratios
+    finally:
+        for proc in procs.values():
+            proc.stdin.close()
+            proc.wait()
+
+
+def measure(preset_name, impl, steps, profile=False):
+    cmd = [sys.executable, __file__, "--child", "--impl", impl, "--preset", preset_name, "--steps", str(steps)]
+    if profile:
+        cmd.append("--profile")
+    out = subprocess.run(cmd, capture_output=True, text=True, env=child_env(impl))
     if out.returncode:
         return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed"}
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -235,13 +317,21 @@ def main():
     parser.add_argument("--repeats", type=int, default=3,
                         help="fresh processes per implementation, interleaved; the fastest counts "
                              "(this VM has spells that slow a whole process by 10-20%%)")
+    parser.add_argument("--paired", type=int, default=0, metavar="ROUNDS",
+                        help="then, per preset, ROUNDS rounds of numpygpt and torch taking turns "
+                             "(--steps steps each, both processes alive): the median ratio of the pairs")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--impl", default="numpygpt", help=argparse.SUPPRESS)
     parser.add_argument("--preset", help=argparse.SUPPRESS)
     parser.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(args)
+    if args.serve:
+        return step_server(args)
+    if args.steps < 1 or args.repeats < 1 or args.paired < 0:
+        parser.error("--steps and --repeats must be at least 1, --paired at least 0")
 
     rates = [matmul_gflops()]
     print(f"machine: {os.cpu_count()} cores; float32 matmul {rates[0]:.0f} GFLOP/s; BLAS: {blas_info()}")
@@ -292,6 +382,17 @@ def main():
     print("\nwhere numpygpt's step time goes:")
     for name, groups in breakdowns.items():
         print(f"  {name}: " + ", ".join(f"{k} {v:.0%}" for k, v in groups.items()))
+    if args.paired and "torch" in impls:
+        print(f"\nin pairs: numpygpt and torch taking turns, {args.steps} steps each, {args.paired} rounds; "
+              "tokens/s ratio numpygpt / torch per round")
+        for name in args.presets:
+            try:
+                ratios = paired(name, ["numpygpt", "torch"], args.paired, args.steps)["torch"]
+            except RuntimeError as error:
+                print(f"  {name}: failed: {error}")
+                continue
+            print(f"  {name}: median {np.median(ratios):.2f}x, range {min(ratios):.2f}x-{max(ratios):.2f}x: "
+                  + " ".join(f"{r:.2f}" for r in ratios))
 
 
 if __name__ == "__main__":
