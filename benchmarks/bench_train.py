@@ -109,10 +109,10 @@ def run_numpygpt(preset_name, steps, profile):
     return result
 
 
-def replay_matmuls(config, batch, repeats=3) -> float:
-    """Seconds of one step's BLAS work, replayed on random arrays of the step's shapes and
-    layouts: every Linear forward (x @ W) and backward (x.T @ dout, dout @ W.T), the LM head,
-    and attention's six batched products, forward and backward, tile by tile."""
+def matmul_replay(config, batch):
+    """A function that makes one step's BLAS calls again, on random arrays of the step's
+    shapes and layouts: every Linear forward (x @ W) and backward (x.T @ dout, dout @ W.T),
+    the LM head, and attention's six batched products, forward and backward, tile by tile."""
     from numpygpt.layers import ATTENTION_TILE, CausalSelfAttention
     rng = np.random.default_rng(0)
     n, c, v = batch * config.block_size, config.n_embd, config.vocab_size
@@ -140,29 +140,37 @@ def replay_matmuls(config, batch, repeats=3) -> float:
             for keys, rows in key_tiles:
                 for _ in range(2):  # dV = A^T dY and dK = dS^T Q
                     att[:, :, rows, keys].swapaxes(-1, -2) @ q[:, :, rows]
-    return time_steps(work, 1, repeats)
+    return work
 
 
-def breakdown(step, config, batch):
-    """Where one step's time goes: BLAS (replayed), each Numba kernel (cProfile sees their
-    dispatchers), and the rest: NumPy copies and elementwise work, dropout masks, Python."""
+def breakdown(step, config, batch, rounds=3):
+    """Where one step's time goes: BLAS (the step's matmuls replayed), each Numba kernel
+    (cProfile sees their dispatchers), and the rest: NumPy copies and elementwise work, dropout
+    masks, Python. Each round times a step and then the replay, seconds apart, and the BLAS
+    share is the median round's: the host's speed drifts too much between minutes for a step
+    and a replay timed apart to be compared."""
     import cProfile
     import pstats
-    steps = 3
+    replay = matmul_replay(config, batch)
+    replay()
     profiler = cProfile.Profile()
-    start = time.perf_counter()
-    profiler.enable()
-    for _ in range(steps):
+    totals, blas_shares = [], []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        profiler.enable()
         step()
-    profiler.disable()
-    total = (time.perf_counter() - start) / steps
+        profiler.disable()
+        totals.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        replay()
+        blas_shares.append((time.perf_counter() - start) / totals[-1])
     groups = {}
     for (file, _, name), (_, _, tottime, _, _) in pstats.Stats(profiler).stats.items():
         if file.endswith("kernels.py"):
-            groups[f"kernel {name}"] = groups.get(f"kernel {name}", 0.0) + tottime / steps
-    groups["BLAS matmuls"] = replay_matmuls(config, batch)
-    groups["other (NumPy copies, dropout, Python)"] = max(total - sum(groups.values()), 0.0)
-    return {k: v / total for k, v in sorted(groups.items(), key=lambda kv: -kv[1])}
+            groups[f"kernel {name}"] = groups.get(f"kernel {name}", 0.0) + tottime / sum(totals)
+    groups["BLAS matmuls"] = float(np.median(blas_shares))
+    groups["other (NumPy copies, dropout, Python)"] = max(1.0 - sum(groups.values()), 0.0)
+    return dict(sorted(groups.items(), key=lambda kv: -kv[1]))
 
 
 def torch_step(preset_name, kind):
