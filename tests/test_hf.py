@@ -156,6 +156,35 @@ def test_fine_tune_then_export_from_the_command_line(hf_folder, tmp_path, monkey
     assert not np.array_equal(before.params.data, ours.params.data)  # the weights were trained
 
 
+def test_export_never_writes_over_a_checkpoint_or_other_files(tmp_path, gpt2_dir, capsys):
+    """A folder that holds anything but an earlier export is refused, its files untouched
+    (a checkpoint's own config.json and model.safetensors would be replaced); an earlier
+    export is replaced."""
+    from numpygpt.commands import main as numpygpt
+    from numpygpt.formats import checkpoint
+    model = GPT(GPTConfig(vocab_size=50257, block_size=16, n_layer=1, n_head=2, n_embd=8), seed=5)
+    run = tmp_path / "run"
+    checkpoint.save(run, model, step=1, tokenizer_files=checkpoint.read_tokenizer_files(gpt2_dir))
+    kept = {f: f.read_bytes() for f in run.rglob("*") if f.is_file()}
+    for target in (run, run / "step-000001", run / "step-000001" / "tokenizer"):
+        assert numpygpt(["export", str(run), str(target)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "already holds" in err[0] and "not an earlier export" in err[0], err
+    assert kept == {f: f.read_bytes() for f in run.rglob("*") if f.is_file()}
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text('{"my": "settings"}')
+    with pytest.raises(hf.HFError, match="already holds config.json"):
+        hf.export(model, mine)
+    assert (mine / "config.json").read_text() == '{"my": "settings"}'
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(hf.HFError, match="is a file"):
+        hf.export(model, tmp_path / "a-file")
+    hf.export(model, tmp_path / "export", tokenizer_dir=gpt2_dir)
+    hf.export(GPT(model.config, seed=6), tmp_path / "export", tokenizer_dir=gpt2_dir)  # an earlier export: replaced
+    assert not np.array_equal(hf.load(tmp_path / "export").params.data, model.params.data)
+
+
 def test_sample_from_a_hugging_face_folder(tmp_path, gpt2_dir):
     """sample.py --init-from a GPT-2 folder with its vocab.json + merges.txt writes text."""
     import subprocess

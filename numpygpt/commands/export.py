@@ -5,6 +5,8 @@
 
 The folder loads with GPT2LMHeadModel.from_pretrained and GPT2TokenizerFast.from_pretrained.
 """
+from pathlib import Path
+
 from ..formats import hf
 from ..inference.loading import load_model
 from ..progress import Progress
@@ -19,6 +21,7 @@ def add_arguments(p):
 
 
 def run(args):
+    hf.check_export_folder(Path(args.folder))  # before the load: a refusal comes at once
     loaded = load_model(args.out_dir, args.checkpoint)
     say = Progress().message
     say(f"{args.prog}: loaded {loaded.description}")

@@ -117,11 +117,38 @@ def hf_config(config: GPTConfig, eot_token: int | None) -> dict:
             "bos_token_id": eot, "eos_token_id": eot, "torch_dtype": config.dtype}
 
 
+# What `export` writes; a folder holding these alone (and a GPT-2 config.json) is an earlier
+# export, which a new one may replace.
+EXPORT_FILES = {"config.json", "model.safetensors", "vocab.json", "merges.txt", "tokenizer_config.json"}
+
+
+def check_export_folder(folder: Path):
+    """Refuse to write into a folder that holds anything but an earlier export: its
+    config.json and model.safetensors would replace a checkpoint's, or a user's own files."""
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise HFError(f"{folder} is a file, not a folder")
+    names = {entry.name for entry in folder.iterdir()}
+    others = sorted(names - EXPORT_FILES)
+    try:
+        earlier_export = "config.json" not in names or \
+            json.loads((folder / "config.json").read_text()).get("model_type") == "gpt2"
+    except (OSError, ValueError, AttributeError):
+        earlier_export = False
+    if others or not earlier_export:
+        shown = others[0] if others else "config.json"
+        raise HFError(f"{folder} already holds {shown}{' and more' if len(others) > 1 else ''}, not an earlier "
+                      "export; export into a new or empty folder")
+
+
 def export(model: GPT, folder, tokenizer_dir=None, eot_token: int | None = None):
     """Write `model` as a Hugging Face GPT-2 folder: config.json, model.safetensors and, given a
     tokenizer folder, vocab.json + merges.txt. Biases our model leaves out (the seed's qkv) are
-    written as zeros, which computes the same function."""
+    written as zeros, which computes the same function. The folder must be new, empty or an
+    earlier export (check_export_folder)."""
     try:
+        check_export_folder(Path(folder))
         write_folder(model, Path(folder), tokenizer_dir, eot_token)
     except OSError as e:
         raise HFError(f"cannot write {e.filename or folder}: {e.strerror or e}") from None
