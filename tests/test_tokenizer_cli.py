@@ -69,7 +69,9 @@ def test_encode_gives_gpt2_ids(gpt2_dir, monkeypatch, capsysbinary):
 
 @pytest.mark.parametrize("case", ["missing file", "too small", "not utf-8 file", "bad id",
                                   "id out of range", "not utf-8 stdin", "corrupt vocab",
-                                  "no vocab files", "bad flag"])
+                                  "no vocab files", "bad flag", "a folder as text", "empty text",
+                                  "special and no special", "out holds a vocabulary", "out is a file",
+                                  "out not writable"])
 def test_bad_input_gives_one_clear_line(case, small_vocab, tmp_path, monkeypatch,
                                         capsysbinary):
     latin1 = tmp_path / "latin1.txt"
@@ -79,6 +81,10 @@ def test_bad_input_gives_one_clear_line(case, small_vocab, tmp_path, monkeypatch
     (corrupt / "encoder.json").write_text("{oops")
     (corrupt / "vocab.bpe").write_text("#version: 0.2\n")
     out = tmp_path / "out"
+    (tmp_path / "empty.txt").write_bytes(b"")
+    (tmp_path / "a-file").write_text("mine")
+    verdict = Path(__file__).resolve().parents[1] / "data" / "the-verdict.txt"
+    vocab_before = {f.name: f.read_bytes() for f in small_vocab.iterdir()}
     args, stdin, message = {
         "missing file": (["train", tmp_path / "nope.txt", "--vocab-size", 300, "--out", out],
                          b"", "nope.txt: no such file"),
@@ -93,11 +99,25 @@ def test_bad_input_gives_one_clear_line(case, small_vocab, tmp_path, monkeypatch
         "no vocab files": (["encode", "--vocab", tmp_path], b"hi", "holds neither encoder.json"),
         "bad flag": (["train", latin1, "--vocab-size", "many", "--out", out], b"",
                      "argument --vocab-size: expected an integer, got 'many'"),
+        "a folder as text": (["train", tmp_path, "--vocab-size", 300, "--out", out], b"",
+                             "is a folder; give the text files in it"),
+        "empty text": (["train", tmp_path / "empty.txt", "--vocab-size", 300, "--out", out], b"",
+                       "the text is empty"),
+        "special and no special": (["train", verdict, "--vocab-size", 300, "--out", out, "--special", "x",
+                                    "--no-special"], b"", "--special and --no-special contradict"),
+        "out holds a vocabulary": (["train", verdict, "--vocab-size", 300, "--out", small_vocab], b"",
+                                   "already holds a vocabulary (encoder.json)"),
+        "out is a file": (["train", verdict, "--vocab-size", 300, "--out", tmp_path / "a-file"], b"",
+                          "a-file is a file, not a folder"),
+        "out not writable": (["train", verdict, "--vocab-size", 300, "--out", "/proc/vocab"], b"",
+                             "cannot write to --out /proc/vocab"),
     }[case]
     status, captured = run_main(monkeypatch, capsysbinary, args, stdin)
     assert status != 0
     assert captured.out == b""
     assert_one_error_line(captured.err, message)
+    assert {f.name: f.read_bytes() for f in small_vocab.iterdir()} == vocab_before
+    assert (tmp_path / "a-file").read_text() == "mine"
 
 
 def test_python_m_bpe_says_where_the_commands_are():

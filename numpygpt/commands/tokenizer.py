@@ -46,8 +46,15 @@ def run(args):
 
 def run_train(args):
     for file in args.files:
+        if file.is_dir():
+            raise DataError(f"{file} is a folder; give the text files in it")
         if not file.is_file():
             raise DataError(f"{file}: no such file")
+    if all(file.stat().st_size == 0 for file in args.files):
+        raise DataError("the text is empty: there is nothing to learn merges from")
+    if args.no_special and args.special:
+        raise ConfigError("--special and --no-special contradict each other; give one")
+    check_vocab_folder(args.out)
     specials = [] if args.no_special else (args.special or ["<|endoftext|>"])
     progress = Progress(quiet=args.quiet)
     try:
@@ -57,8 +64,25 @@ def run_train(args):
     except ValueError as e:
         raise ConfigError(str(e)) from None
     progress.close()
-    tokenizer.save(args.out)  # each file is replaced whole, never left half written
+    try:
+        tokenizer.save(args.out)  # each file is written whole, never left half written
+    except OSError as e:
+        raise DataError(f"cannot write {e.filename or args.out}: {e.strerror or e}") from None
     progress.message(f"wrote {tokenizer.n_vocab} tokens ({len(tokenizer.merges)} merges) to {args.out}")
+
+
+def check_vocab_folder(folder: Path):
+    """Before training: `folder` can take a vocabulary and holds none already (a vocabulary
+    written over, a checkpoint's own tokenizer for one, would change every id it gives)."""
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"--out {folder} is a file, not a folder")
+    for name in ("encoder.json", "vocab.bpe", "vocab.json", "merges.txt"):
+        if (folder / name).exists():
+            raise DataError(f"--out {folder} already holds a vocabulary ({name}); write the new one to another folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot write to --out {folder}: {e.strerror or e}") from None
 
 
 def read_stdin_text() -> str:
