@@ -135,6 +135,23 @@ def test_sigterm_saves_and_stops_like_ctrl_c(tmp_path, data_dir):
     assert checkpoint.load(out, "latest").train_state["step"] >= 10
 
 
+@pytest.mark.parametrize("when", ["start-up", "run"])
+def test_ctrl_c_outside_training_is_one_line_and_130(when, monkeypatch, capsys):
+    """Ctrl-C while a command's library is still importing, or in a command that keeps
+    nothing, ends with exit code 130 and one line that says so."""
+    from numpygpt import commands
+    from numpygpt.commands import sample
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt()
+    if when == "start-up":
+        monkeypatch.setattr(commands, "build_parser", interrupted)
+    else:
+        monkeypatch.setattr(sample, "run", interrupted)
+    assert commands.main(["sample"]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == ["numpygpt sample: interrupted"]
+
+
 @pytest.mark.parametrize("content", ["null", "42", "[]", '{"latest": 5}', '{"latest": "../elsewhere"}', "{oops"])
 def test_a_pointer_that_names_no_checkpoint_is_one_line(tmp_path, content):
     out = tmp_path / "out"

@@ -57,6 +57,7 @@ def main(argv=None, prog: str | None = None) -> int:
     if kernels not in ("numba", "numpy"):  # read when the kernels load, so say it first
         fail(prog or f"numpygpt {name}", f"NUMPYGPT_KERNELS must be numba or numpy, not {kernels!r}")
     prog = prog or f"numpygpt {name}"
+    user_errors = (UserError,)  # and the tokenizer's, once it is imported (below)
     try:
         parser, module = build_parser(name, prog)  # imports the command's library: a moment
         try:
@@ -65,14 +66,17 @@ def main(argv=None, prog: str | None = None) -> int:
             return e.code
         args.prog = prog
         from bpe import VocabError
+        user_errors = (UserError, VocabError)
         code = module.run(args)
         sys.stdout.flush()
-    except (UserError, VocabError) as e:
+    except KeyboardInterrupt as e:  # its message, if any, says what was kept
+        print(f"\n{prog}: {str(e) or 'interrupted'}", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if not isinstance(e, user_errors):
+            raise
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as e:  # its message, if any, says what was kept
-        print(f"\n{prog}: {e or 'interrupted'}", file=sys.stderr)
-        return 130
     except BrokenPipeError:  # the reader went away (| head): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
