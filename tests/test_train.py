@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -134,6 +135,28 @@ def test_existing_checkpoint_is_never_overwritten(run, capsys):
     assert (out / "checkpoint.json").read_text() == before
 
 
+def test_a_new_run_never_writes_over_a_file_of_ones_own(run, tmp_path, capsys):
+    """An out-dir's metrics.jsonl that the trainer did not write is refused and kept; one a
+    run left before its first checkpoint is replaced, its steps not mixed with the new run's."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text("my own notes\n")
+    assert run("--steps", "2")[0] == 2
+    assert "is not a training log of numpygpt" in error_line(capsys)
+    assert (out / "metrics.jsonl").read_text() == "my own notes\n"
+    (out / "metrics.jsonl").write_text('{"step": 0, "loss": 9.0}\n{"step": 10, "loss": 8.0}\n{"step": 20, "lo')
+    code, out = run("--steps", "4", "--log-interval", "2", "--eval-interval", "4")
+    assert code == 0
+    assert [step for step, _ in losses(out)] == [2, 4]
+    assert all(loss != 9.0 for _, loss in losses(out))
+
+
+def test_an_empty_out_dir_is_refused(run, tmp_path, capsys):
+    assert train.main(TINY + ["--out-dir", ""]) == 2
+    assert "--out-dir: expected a folder, got an empty path" in capsys.readouterr().err
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+
 def test_resume_errors(run, tmp_path, capsys):
     assert run("--steps", "5", "--resume", out="nothing")[0] == 2
     assert "train one first (numpygpt train)" in error_line(capsys)
@@ -155,11 +178,16 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(run, capsys):
     assert code == 0
     kept = (out / "checkpoint.json").read_text()
     capsys.readouterr()
-    code, _ = run("--steps", "40", "--resume", "--lr", "1e9", "--grad-clip", "0", "--warmup-steps", "0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # NumPy's overflow warnings would be noise
+        code, _ = run("--steps", "40", "--resume", "--lr", "1e9", "--grad-clip", "0", "--warmup-steps", "0")
     assert code == 2
     line = error_line(capsys)
-    assert "loss became" in line and "step-000005" in line
+    assert "loss became" in line and "step-000005" in line and "--grad-clip 1.0" in line
     assert (out / "checkpoint.json").read_text() == kept
+    code, _ = run("--steps", "40", "--resume", "--lr", "1e30", "--warmup-steps", "0")
+    line = error_line(capsys)
+    assert code == 2 and "loss became" in line and "Try a lower --lr" in line and "--grad-clip" not in line
 
 
 def test_ctrl_c_saves_and_exits_cleanly(verdict, tmp_path):

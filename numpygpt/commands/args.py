@@ -75,3 +75,11 @@ def real(low=None, high=None, above=None):
             raise ValueError(text)
         return value
     return _bounded(finite_float, "a number", low, high, above)
+
+
+def folder(text):
+    """An argparse type: a folder to write into, named by a non-empty path (an empty one
+    would write into the current directory)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a folder, got an empty path")
+    return text

@@ -10,12 +10,13 @@ from pathlib import Path
 from ..formats import hf
 from ..inference.loading import load_model
 from ..progress import Progress
+from .args import folder
 
 
 def add_arguments(p):
     p.add_argument("out_dir", metavar="OUT_DIR", help="the training output directory (or a checkpoint folder)")
-    p.add_argument("folder", metavar="FOLDER", help="where to write config.json, model.safetensors, vocab.json, "
-                   "merges.txt")
+    p.add_argument("folder", type=folder, metavar="FOLDER",
+                   help="where to write config.json, model.safetensors, vocab.json, merges.txt")
     p.add_argument("--checkpoint", metavar="WHICH", help="best, latest or step-N "
                    "(default: best when the run evaluated, else latest)")
 

@@ -12,13 +12,13 @@ from ..data.corpus import Corpus
 from ..data.shards import SPLITS, Preparation, ShardSettings
 from ..data.tokenizers import tokenizer_folder
 from ..progress import Progress
-from .args import integer, real
+from .args import folder, integer, real
 
 
 def add_arguments(p):
     defaults = ShardSettings()
     p.add_argument("input", help="a .txt or .jsonl file, or a folder of them")
-    p.add_argument("--out", required=True, metavar="DIR", help="folder for the shards and manifest.json")
+    p.add_argument("--out", required=True, type=folder, metavar="DIR", help="folder for the shards and manifest.json")
     p.add_argument("--tokenizer", default="gpt2", metavar="SPEC",
                    help="gpt2 or a folder with encoder.json + vocab.bpe")
     p.add_argument("--shard-tokens", type=integer(1), default=defaults.shard_tokens, metavar="N",

@@ -17,7 +17,7 @@ import bpe
 from ..data.tokenizers import load_tokenizer
 from ..errors import ConfigError, DataError
 from ..progress import Progress
-from .args import integer
+from .args import folder, integer
 
 
 def add_arguments(p):
@@ -27,7 +27,7 @@ def add_arguments(p):
     train.add_argument("files", nargs="+", type=Path, metavar="FILE", help="UTF-8 text files")
     train.add_argument("--vocab-size", type=integer(257), required=True, metavar="N",
                        help="ids in the vocabulary: 256 bytes + merges + special tokens")
-    train.add_argument("--out", type=Path, required=True, metavar="DIR",
+    train.add_argument("--out", type=folder, required=True, metavar="DIR",
                        help="folder to write encoder.json and vocab.bpe into")
     train.add_argument("--special", action="append", metavar="TEXT",
                        help="a special token (repeatable; default: <|endoftext|>)")
@@ -54,6 +54,7 @@ def run_train(args):
         raise DataError("the text is empty: there is nothing to learn merges from")
     if args.no_special and args.special:
         raise ConfigError("--special and --no-special contradict each other; give one")
+    args.out = Path(args.out)
     check_vocab_folder(args.out)
     specials = [] if args.no_special else (args.special or ["<|endoftext|>"])
     progress = Progress(quiet=args.quiet)

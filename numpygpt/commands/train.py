@@ -24,8 +24,8 @@ from ..training import dist
 from ..training.plot import plot_metrics
 from ..training.settings import (FINE_TUNING, TRAIN_PRESETS, TrainConfig, physical_memory, train_preset,
                                  training_memory)
-from ..training.trainer import Trainer, text_sampler
-from .args import integer, real
+from ..training.trainer import Trainer, is_metrics_log, text_sampler
+from .args import folder, integer, real
 
 MODEL_FLAGS = {"n_layer": "transformer blocks", "n_head": "attention heads per block",
                "n_embd": "width of the residual stream", "dropout": "dropout probability while training"}
@@ -58,7 +58,7 @@ def add_arguments(p):
                    help="train (a BPE learnt on the training text), gpt2 (GPT-2's own), or a folder with "
                         "encoder.json + vocab.bpe " + FROM_PRESET)
     p.add_argument("--vocab-size", type=integer(257), metavar="N", help="tokens of a learnt BPE " + FROM_PRESET)
-    p.add_argument("--out-dir", default="out", metavar="DIR", help="where checkpoints, metrics.jsonl and loss.png go")
+    p.add_argument("--out-dir", default="out", type=folder, metavar="DIR", help="where checkpoints, metrics.jsonl and loss.png go")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out-dir (flags may change "
                    "its schedule and length, e.g. --steps)")
     p.add_argument("--init-from", metavar="HF", help="fine-tune the weights of a Hugging Face GPT-2 folder or a "
@@ -96,6 +96,12 @@ def new_run(args, say):
     if checkpoint.read_pointer(args.out_dir):
         raise CheckpointError(f"{args.out_dir} already holds a checkpoint; pass --resume to continue it, "
                               "or --out-dir for a new run")
+    metrics = Path(args.out_dir) / "metrics.jsonl"
+    if metrics.exists():  # a run that stopped before its first checkpoint left it: start afresh
+        if not is_metrics_log(metrics):
+            raise CheckpointError(f"{metrics} is not a training log of numpygpt; a run would write over it: "
+                                  "choose another --out-dir")
+        metrics.unlink(missing_ok=True)
     # --block-size is the context of a new model, and the window length of a fine-tuning run.
     model_flags = given(args, [*MODEL_FLAGS, "dtype", "block_size"])
     if args.init_from:

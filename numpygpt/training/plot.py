@@ -4,7 +4,8 @@ from pathlib import Path
 
 
 def plot_metrics(out_dir) -> Path | None:
-    """Loss curves from out_dir/metrics.jsonl to out_dir/loss.png; None without matplotlib."""
+    """Loss curves from out_dir/metrics.jsonl to out_dir/loss.png; None without matplotlib
+    or without a logged step."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -12,10 +13,19 @@ def plot_metrics(out_dir) -> Path | None:
     except ImportError:
         return None
     out_dir = Path(out_dir)
-    rows = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines() if line]
+    rows = []
+    for line in (out_dir / "metrics.jsonl").read_text(errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line torn by a crash: the curve goes without it
+            continue
+        if isinstance(row, dict) and "step" in row and "loss" in row:
+            rows.append(row)
+    if not rows:
+        return None
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=0.8, alpha=0.6, label="train (batch)")
-    evals = [r for r in rows if "val_loss" in r]
+    evals = [r for r in rows if "val_loss" in r and "train_loss" in r]
     ax.plot([r["step"] for r in evals], [r["train_loss"] for r in evals], "o-", label="train")
     ax.plot([r["step"] for r in evals], [r["val_loss"] for r in evals], "o-", label="validation")
     ax.set_xlabel("step")

@@ -247,12 +247,15 @@ class Trainer:
         start_time, start_step = time.time(), self.step
         with StopRequest() as stop:
             while self.step < c.steps:
-                loss, norm, lr = self.train_step()
+                # A diverging step overflows in its matmuls first: the loss check below says so
+                # in one line, rather than NumPy in a warning per operation.
+                with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                    loss, norm, lr = self.train_step()
                 if not math.isfinite(loss):
                     kept = checkpoint.read_pointer(self.out_dir).get("latest")
                     where = f"the last good checkpoint is {self.out_dir / kept}" if kept else "no checkpoint was written"
-                    raise TrainingError(f"loss became {loss} at step {self.step + 1}; stopped, {where}. "
-                                        "Try a lower --lr or --grad-clip 1.0")
+                    clip = "a lower --lr" if c.grad_clip and c.grad_clip <= 1.0 else "a lower --lr or --grad-clip 1.0"
+                    raise TrainingError(f"loss became {loss} at step {self.step + 1}; stopped, {where}. Try {clip}")
                 self.step += 1
                 if self.check_sync:
                     self.comm.check_same(self.model.params.data, f"the weights after step {self.step}")
@@ -303,6 +306,25 @@ class Trainer:
             self.save(tags)
         if self.on_eval is not None:
             self.on_eval(self.step, evaluation)
+
+
+def is_metrics_log(path) -> bool:
+    """Whether `path` reads as a metrics.jsonl the Trainer wrote: a JSON object with a "step"
+    on every line (the last may be torn by a crash), rather than a file of someone's own."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return False
+    for number, line in enumerate(lines):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines) - 1 and line.startswith('{"'):  # torn: the start of a row
+                continue
+            return False
+        if not isinstance(row, dict) or "step" not in row:
+            return False
+    return True
 
 
 def text_sampler(tokenizer, prompt: list[int], n_tokens: int, seed: int):
