@@ -27,6 +27,7 @@ import hashlib
 import itertools
 import json
 import os
+import shutil
 import struct
 import time
 from bisect import bisect_right
@@ -248,13 +249,22 @@ class Preparation:
             raise DataError(f"--out {self.out} is a file; pass a new or empty folder")
         if self.out.exists() and any(self.out.iterdir()):
             raise DataError(f"{self.out} is not empty and holds no manifest.json; pass a new or empty --out folder")
-        self.out.mkdir(parents=True, exist_ok=True)
-        atomic.write_json(self.out / "manifest.json", manifest)
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic.write_json(self.out / "manifest.json", manifest)
+        except OSError as e:
+            raise DataError(f"cannot write to --out {self.out}: {e.strerror or e}") from None
         return manifest
 
     def resume(self, wanted: dict) -> dict:
         """The manifest in the output folder, once it is shown to be of this same preparation."""
         manifest = read_manifest(self.out)
+        if not manifest["shards"] and not any(manifest["cursor"]["documents"].values()):
+            # A preparation that stopped before its first document (its input was empty or
+            # not text, say) kept nothing: this one starts afresh, whatever its settings.
+            shutil.rmtree(self.out / "tokenizer", ignore_errors=True)
+            atomic.write_json(self.out / "manifest.json", wanted)
+            return wanted
         for what, found, expected in (
                 ("input files (names, sizes, times)", manifest["input"]["files"], wanted["input"]["files"]),
                 ("vocabulary", manifest["tokenizer"], wanted["tokenizer"]),
