@@ -187,6 +187,27 @@ def test_bad_arguments_give_one_line(tmp_path, args, message):
     assert message in result.stderr
 
 
+def test_places_a_sweep_cannot_use_are_one_line(tmp_path, text_file, capsys):
+    """Folders and files where the sweep's output or database cannot go, refused before
+    Optuna would fail on them in many lines; the files there are left as they were."""
+    from numpygpt.commands import main
+    (tmp_path / "a-file").write_text("mine")
+    (tmp_path / "garbage.db").write_bytes(bytes(range(256)) * 4)
+    (tmp_path / "a-folder").mkdir()
+    for flags, message in [(["--out-dir", str(tmp_path / "a-file")], "cannot write to --out-dir"),
+                           (["--storage", str(tmp_path / "garbage.db")], "garbage.db is not a SQLite database"),
+                           (["--storage", str(tmp_path / "a-folder")], "a-folder is a folder"),
+                           (["--storage", str(tmp_path / "no" / "sweep.db")], "the folder"),
+                           (["--storage", "/proc/sweep.db"], "cannot open it as the sweep's database")]:
+        out = ["--out-dir", str(tmp_path / "sweep")] if flags[0] != "--out-dir" else []
+        assert main(["tune", "--data", text_file, "--model", "tiny", "--trials", "1", "--budget-steps", "2",
+                     *out, *flags]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("numpygpt tune: error: ") and message in err[0], err
+    assert (tmp_path / "a-file").read_text() == "mine"
+    assert (tmp_path / "garbage.db").read_bytes() == bytes(range(256)) * 4
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="finds the worker processes through Linux's /proc")
 def test_sigint_to_the_sweep_process_alone_stops_its_workers(tmp_path, text_file):
     """`kill -INT` of the --jobs parent (not its whole process group, as a terminal's Ctrl-C

@@ -247,17 +247,43 @@ def make_pruner(optuna, name: str):
     return optuna.pruners.NopPruner()
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+
+
+def check_database_file(database: Path):
+    """The sweep's SQLite file exists as one, or can be made: a folder or a file of other
+    content there is refused before Optuna would fail on it in many lines."""
+    if not database.parent.is_dir():
+        raise SweepError(f"--storage {database}: the folder {database.parent} does not exist")
+    if database.is_dir():
+        raise SweepError(f"--storage {database} is a folder; name the sweep's database file")
+    if database.exists():
+        try:
+            with open(database, "rb") as f:
+                header = f.read(len(SQLITE_HEADER))
+        except OSError as e:
+            raise SweepError(f"--storage {database}: cannot read it ({e.strerror or e})") from None
+        if header and header != SQLITE_HEADER:
+            raise SweepError(f"--storage {database} is not a SQLite database; name a new file or an "
+                             "earlier sweep's")
+
+
 def open_study(settings: SweepSettings, storage_url: str, study_name: str, worker: int = 0):
     """Create the study, or load it to continue; a stored sweep with other settings is refused.
     Each parallel worker seeds its sampler differently, or they would propose the same trials."""
     optuna = import_optuna()
     database = Path(storage_url.removeprefix("sqlite:///"))
-    if storage_url.startswith("sqlite:///") and not database.parent.is_dir():
-        raise SweepError(f"--storage {database}: the folder {database.parent} does not exist")
+    if storage_url.startswith("sqlite:///"):
+        check_database_file(database)
+    from sqlalchemy.exc import SQLAlchemyError  # Optuna's own dependency
     sampler = optuna.samplers.TPESampler(seed=settings.seed + worker, n_startup_trials=4)
-    study = optuna.create_study(storage=storage_url, study_name=study_name, direction="minimize",
-                                sampler=sampler, pruner=make_pruner(optuna, settings.pruner),
-                                load_if_exists=True)
+    try:
+        study = optuna.create_study(storage=storage_url, study_name=study_name, direction="minimize",
+                                    sampler=sampler, pruner=make_pruner(optuna, settings.pruner),
+                                    load_if_exists=True)
+    except SQLAlchemyError as e:
+        raise SweepError(f"--storage {database}: cannot open it as the sweep's database "
+                         f"({getattr(e, 'orig', None) or type(e).__name__})") from None
     stored = study.user_attrs.get("settings")
     if stored is None:
         study.set_user_attr("settings", settings.to_json())
@@ -364,7 +390,10 @@ def run_sweep(settings: SweepSettings, trials: int, out_dir, storage: str | None
               study_name: str = "numpygpt", jobs: int = 1, log=print):
     """Run (or continue) a sweep until it holds `trials` finished trials. Returns the study."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SweepError(f"cannot write to --out-dir {out_dir}: {e.strerror or e}") from None
     storage_url = "sqlite:///" + str(Path(storage) if storage else out_dir / "sweep.db")
     study = open_study(settings, storage_url, study_name)
     if not study.get_trials(deepcopy=False):
