@@ -11,6 +11,7 @@ page faults after the first step, the same peak memory (benchmarks/bench_train.p
 """
 import ctypes
 import ctypes.util
+import os
 import sys
 
 # mallopt parameters, from glibc's <malloc.h>
@@ -32,3 +33,11 @@ def reuse_freed_memory() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, INT_MAX))
+
+
+def physical_memory() -> int | None:
+    """This machine's memory in bytes (None where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None

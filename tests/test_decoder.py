@@ -112,3 +112,18 @@ def test_the_window_keeps_the_last_half_of_the_context_when_it_slides():
     decoder.prefill([1], [list(range(8))])
     decoder.step([1], [30])
     assert decoder.context(1).tolist() == [5, 6, 7, 30] and decoder.slides == 1
+
+
+def test_a_cache_larger_than_the_machine_is_refused_before_it_is_made(monkeypatch):
+    """Rather than NumPy's MemoryError, or a process the system stops once the lazily taken
+    pages run out, one ConfigError that says how much the cache needs."""
+    from numpygpt.errors import ConfigError
+    from numpygpt.inference import decoder
+    model = tiny_model()
+    c = model.config
+    one_sequence = 2 * c.n_layer * c.n_head * c.block_size * c.head_size * np.dtype(c.dtype).itemsize  # keys, values
+    monkeypatch.setattr(decoder, "physical_memory", lambda: 100 * one_sequence)
+    Decoder(model, 90)  # fits in 90% of the memory
+    with pytest.raises(ConfigError, match="a KV cache for 91 sequences at once needs about"):
+        Decoder(model, 91)
+    Decoder(model, 1000, use_cache=False)  # the reference path keeps no cache

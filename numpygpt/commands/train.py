@@ -18,12 +18,12 @@ from ..data import check_long_enough, load_dataset, load_tokenizer, shards
 from ..errors import CheckpointError, ConfigError, DistError, TokenizerError, TrainingError, UserError
 from ..formats import checkpoint, hf
 from ..inference.loading import document_start
+from ..memory import physical_memory
 from ..model import GPT
 from ..progress import Progress
 from ..training import dist
 from ..training.plot import plot_metrics
-from ..training.settings import (FINE_TUNING, TRAIN_PRESETS, TrainConfig, physical_memory, train_preset,
-                                 training_memory)
+from ..training.settings import FINE_TUNING, TRAIN_PRESETS, TrainConfig, train_preset, training_memory
 from ..training.trainer import Trainer, is_metrics_log, text_sampler
 from .args import folder, integer, real
 

@@ -24,7 +24,21 @@ token stays O(T) with the model always seeing between block_size/2 and block_siz
 
 Shapes: S slots, B slots in a call, T tokens, C width, H heads, D = C / H, V vocabulary.
 """
+import math
+
 import numpy as np
+
+from ..errors import ConfigError
+from ..memory import physical_memory
+
+
+def check_fits(n_slots, cache_bytes):
+    """Refuse at once a cache that cannot fit in this machine's memory: NumPy would raise a
+    MemoryError, or, its pages taken lazily, the system would stop the process mid-answer."""
+    have = physical_memory()
+    if have and cache_bytes > 0.9 * have:
+        raise ConfigError(f"a KV cache for {n_slots:,} sequences at once needs about {cache_bytes / 2**30:,.1f} GiB "
+                          f"and the machine has {have / 2**30:,.1f} GiB; generate fewer at a time")
 
 
 class Decoder:
@@ -49,6 +63,7 @@ class Decoder:
         if not 1 <= self.keep <= self.block_size:
             raise ValueError(f"keep must be in 1..{self.block_size}, got {self.keep}")
         shape = (config.n_layer, n_slots, config.n_head, config.block_size, config.head_size)
+        check_fits(n_slots, 2 * math.prod(shape) * np.dtype(config.dtype).itemsize if use_cache else 0)
         self.k = np.zeros(shape, dtype=config.dtype) if use_cache else None
         self.v = np.zeros(shape, dtype=config.dtype) if use_cache else None
         self.ids = np.zeros((n_slots, self.block_size), dtype=np.int64)

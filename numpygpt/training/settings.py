@@ -5,7 +5,6 @@ its help text from the field's metadata. A value not given on the command line c
 preset (TRAIN_PRESETS, or FINE_TUNING for `--init-from`), else from the field's default.
 """
 import math
-import os
 from dataclasses import dataclass, field, fields
 
 from ..errors import ConfigError
@@ -101,11 +100,3 @@ def training_memory(model_config, batch_size: int, block_size: int) -> int:
     parameters = 12 * n * c * c + (v + model_config.block_size) * c
     activations = n * (21 * batch_size * t * c + 2 * batch_size * h * t * t) + batch_size * t * v
     return (4 * parameters + activations) * (8 if model_config.dtype == "float64" else 4)
-
-
-def physical_memory() -> int | None:
-    """This machine's memory in bytes (None where the system does not say)."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
