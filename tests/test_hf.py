@@ -146,6 +146,8 @@ def test_fine_tune_then_export_from_the_command_line(hf_folder, tmp_path, monkey
     assert settings["lr"] == settings["min_lr"] == 1e-5
     too_long = train.main(["--init-from", str(hf_folder), "--block-size", "32", "--out-dir", str(tmp_path / "o2")])
     assert too_long == 2  # the HF model's context is 16
+    for flags in (["--n-layer", "4"], ["--model", "tiny"], ["--vocab-size", "600"]):  # the folder's shape holds
+        assert train.main(["--init-from", str(hf_folder), *flags, "--out-dir", str(tmp_path / "o3")]) == 2
     assert numpygpt(["export", str(out), str(tmp_path / "export")]) == 0
     ours = hf.load(tmp_path / "export")
     ref = torch_model(tmp_path / "export", torch.float32)

@@ -245,7 +245,7 @@ def test_other_commands_meet_odd_paths_with_one_line(tmp_path, capsys):
     checkpoint.save(tmp_path / "out", gpt2_sized, step=1,
                     tokenizer_files=checkpoint.read_tokenizer_files(REPO_ROOT / "data" / "gpt2"))
     assert main(["export", str(tmp_path / "out"), str(tmp_path / "a-file")]) == 2
-    assert "cannot write" in error_line(capsys, "numpygpt export")
+    assert "is a file, not a folder" in error_line(capsys, "numpygpt export")
     pytest.importorskip("optuna")
     assert main(["tune", "--data", str(text), "--storage", str(tmp_path / "nowhere" / "x.db")]) == 2
     assert "does not exist" in error_line(capsys, "numpygpt tune")

@@ -36,7 +36,10 @@ def run(verdict, tmp_path):
     """train.main with the tiny settings on The Verdict; returns (exit code, out dir)."""
     def run(*flags, out="out", data=verdict):
         out_dir = tmp_path / out
-        argv = TINY + ["--data", data, "--out-dir", str(out_dir), *flags]
+        base = TINY
+        if "--resume" in flags or "--tokenizer" in flags:  # the run's own, or the one given
+            base = TINY[:TINY.index("--vocab-size")] + TINY[TINY.index("--vocab-size") + 2:]
+        argv = base + ["--data", data, "--out-dir", str(out_dir), *flags]
         return train.main(argv), out_dir
     return run
 
@@ -155,6 +158,20 @@ def test_an_empty_out_dir_is_refused(run, tmp_path, capsys):
     assert train.main(TINY + ["--out-dir", ""]) == 2
     assert "--out-dir: expected a folder, got an empty path" in capsys.readouterr().err
     assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_flags_a_run_cannot_take_are_refused_not_ignored(run, gpt2_dir, capsys):
+    code, out = run("--steps", "3", "--eval-interval", "3")
+    assert code == 0
+    capsys.readouterr()
+    for flags, message in [(["--model", "small"], "--model small does not match the run's model (tiny)"),
+                           (["--vocab-size", "500"], "--vocab-size 500 does not match the run's 300"),
+                           (["--tokenizer", str(gpt2_dir)], "is not the run's own: a resumed run keeps its tokenizer")]:
+        assert run("--steps", "6", "--resume", *flags)[0] == 2
+        assert message in error_line(capsys)
+    assert run("--steps", "6", "--resume", "--vocab-size", "300")[0] == 0  # the run's own: fine
+    assert run("--steps", "2", "--tokenizer", str(gpt2_dir), "--vocab-size", "600", out="other")[0] == 2
+    assert "--vocab-size sizes a BPE learnt with --tokenizer train" in error_line(capsys)
 
 
 def test_resume_errors(run, tmp_path, capsys):

@@ -15,8 +15,10 @@ from pathlib import Path
 
 from ..config import PRESETS, preset
 from ..data import check_long_enough, load_dataset, load_tokenizer, shards
+from ..data.tokenizers import tokenizer_folder
 from ..errors import CheckpointError, ConfigError, DistError, TokenizerError, TrainingError, UserError
 from ..formats import checkpoint, hf
+from ..formats.checkpoint import read_tokenizer_files
 from ..inference.loading import document_start
 from ..memory import physical_memory
 from ..model import GPT
@@ -50,7 +52,7 @@ def preset_table() -> str:
 
 def add_arguments(p):
     p.epilog = preset_table()
-    p.add_argument("--model", default="shakespeare", choices=sorted(PRESETS), help="the model preset")
+    p.add_argument("--model", choices=sorted(PRESETS), help="the model preset (default: shakespeare)")
     p.add_argument("--data", metavar="PATH",
                    help="a UTF-8 text or .jsonl file, a folder of them, or a shard folder from numpygpt prepare "
                         "(default: tiny Shakespeare, shipped in data/)")
@@ -105,6 +107,11 @@ def new_run(args, say):
     # --block-size is the context of a new model, and the window length of a fine-tuning run.
     model_flags = given(args, [*MODEL_FLAGS, "dtype", "block_size"])
     if args.init_from:
+        shaped = [f"--{name.replace('_', '-')}" for name in ("model", "n_layer", "n_head", "n_embd")
+                  if getattr(args, name) is not None]
+        if shaped:
+            raise ConfigError(f"{shaped[0]} does not apply to --init-from: the model's shape is the one "
+                              f"{args.init_from} holds")
         defaults = dict(FINE_TUNING)
         dropout = model_flags.get("dropout", defaults.pop("dropout"))
         model = hf.load(args.init_from, dtype=args.dtype or "float32", dropout=dropout)
@@ -113,13 +120,21 @@ def new_run(args, say):
         folder = hf.resolve(args.init_from)
         has_vocab = (folder / "vocab.json").exists() and (folder / "merges.txt").exists()
         tokenizer = args.tokenizer or (str(folder) if has_vocab else "gpt2")
+        if args.vocab_size is not None and args.vocab_size != model_config.vocab_size:
+            raise ConfigError(f"--vocab-size {args.vocab_size}: the model of --init-from has "
+                              f"{model_config.vocab_size} token embeddings, and a BPE learnt for it that many ids")
     else:
-        defaults = train_preset(args.model)
+        model_name = args.model or "shakespeare"
+        defaults = train_preset(model_name)
         tokenizer = defaults.pop("tokenizer")
-        model_config = preset(args.model).with_(**model_flags, vocab_size=args.vocab_size)
+        model_config = preset(model_name).with_(**model_flags, vocab_size=args.vocab_size)
         defaults["block_size"] = model_config.block_size
         # Shards carry their own vocabulary: the preset's default would only be checked against it.
         tokenizer = args.tokenizer or (None if shards.is_shard_dir(args.data) else tokenizer)
+        if args.vocab_size is not None and tokenizer != "train":
+            raise ConfigError(f"--vocab-size sizes a BPE learnt with --tokenizer train; "
+                              + ("the shards' vocabulary" if tokenizer is None else f"--tokenizer {tokenizer}")
+                              + " has a size of its own")
     settings = {**defaults, **given(args, TRAIN_FIELDS)}
     if args.init_from and "min_lr" not in settings:
         settings["min_lr"] = settings["lr"]  # fine-tuning keeps its learning rate constant
@@ -143,7 +158,8 @@ def new_run(args, say):
         model = GPT(model_config.with_(vocab_size=tok.n_vocab), seed=config.seed)
     # A model that has seen <|endoftext|> start documents can start a new text from it.
     trained_on_eot = tok.eot_token is not None and (dataset.documents > 1 or bool(args.init_from))
-    run_info = {"data": str(Path(args.data).resolve()) if args.data else None, "model_preset": args.model,
+    run_info = {"data": str(Path(args.data).resolve()) if args.data else None,
+                "model_preset": None if args.init_from else model_name,
                 "init_from": args.init_from, "trained_on_eot": trained_on_eot}
     return config, dataset, model, run_info, None
 
@@ -164,6 +180,15 @@ def resumed_run(args, say):
     state = ckpt.train_state
     if "train_config" not in state or ckpt.optimizer_state is None:
         raise CheckpointError(f"{ckpt.path} is not a training checkpoint (no optimizer state)")
+    if args.model is not None and args.model != state.get("model_preset"):
+        raise CheckpointError(f"--model {args.model} does not match the run's model "
+                              f"({state.get('model_preset') or 'from ' + str(state.get('init_from'))})")
+    if args.vocab_size is not None and args.vocab_size != ckpt.config.vocab_size:
+        raise CheckpointError(f"--vocab-size {args.vocab_size} does not match the run's {ckpt.config.vocab_size}: "
+                              "a resumed run keeps its tokenizer")
+    if args.tokenizer not in (None, "train") and ckpt.tokenizer_dir is not None and \
+            read_tokenizer_files(tokenizer_folder(args.tokenizer)) != read_tokenizer_files(ckpt.tokenizer_dir):
+        raise CheckpointError(f"--tokenizer {args.tokenizer} is not the run's own: a resumed run keeps its tokenizer")
     for name, value in given(args, [*MODEL_FLAGS, "dtype", "block_size"]).items():
         if getattr(ckpt.config, name) != value:
             raise CheckpointError(f"--{name.replace('_', '-')} {value} does not match the checkpoint's "
