@@ -45,6 +45,13 @@ def test_unknown_layer_is_one_clear_error(capsys):
     assert err.count("\n") == 1 and "numpygpt gradcheck: error: unknown layer 'softmaxx'" in err
 
 
+def test_breaking_a_layer_that_is_not_checked_is_refused(capsys):
+    assert main(["gradcheck", "--break", "gelu", "linear"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--break gelu breaks a layer that is not checked here" in err
+    assert main(["gradcheck", "--break", "gelu", "gelu", "linear"]) == 1  # checked, and caught
+
+
 def test_break_works_from_outside_the_checkout(tmp_path):
     """The broken backward passes live in the package, so an installed copy finds them: run
     from an empty folder with only the package on the path (no tests/ beside it)."""

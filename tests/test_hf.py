@@ -173,6 +173,8 @@ def test_export_never_writes_over_a_checkpoint_or_other_files(tmp_path, gpt2_dir
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "already holds" in err[0] and "not an earlier export" in err[0], err
     assert kept == {f: f.read_bytes() for f in run.rglob("*") if f.is_file()}
+    with pytest.raises(hf.HFError, match="this is a numpygpt checkpoint, not a Hugging Face folder"):
+        hf.load(run / "step-000001")  # as --init-from would
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "config.json").write_text('{"my": "settings"}')

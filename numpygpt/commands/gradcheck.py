@@ -23,6 +23,9 @@ def run(args):
     unknown = [name for name in args.layers if name not in CASES]
     if unknown:
         raise ConfigError(f"unknown layer {unknown[0]!r}; choose from {', '.join(CASES)}")
+    if args.broken and args.layers and args.broken not in args.layers:
+        raise ConfigError(f"--break {args.broken} breaks a layer that is not checked here; add {args.broken} "
+                          f"to the layers, or leave them out")
     names = args.layers or ([args.broken] if args.broken else list(CASES))
     style = Style(sys.stdout.isatty())
     failed = []

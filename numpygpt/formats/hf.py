@@ -53,6 +53,9 @@ def resolve(name_or_path) -> Path:
 def config_from_hf(hf: dict, dtype: str = "float32", dropout: float | None = None) -> GPTConfig:
     """Our GPTConfig for a Hugging Face GPT-2 config.json, refusing what we do not implement."""
     architectures = hf.get("architectures") or []
+    if "model_type" not in hf and {"n_layer", "n_embd", "block_size"} <= set(hf):
+        raise HFError("this is a numpygpt checkpoint, not a Hugging Face folder: continue its run with "
+                      "train --resume --out-dir, or sample, eval and export it")
     if hf.get("model_type") != "gpt2" or any(a not in ("GPT2LMHeadModel", "GPT2Model") for a in architectures):
         raise HFError(f"config.json describes a {hf.get('model_type')!r} model ({', '.join(architectures) or '?'}); "
                       "only GPT-2 (GPT2LMHeadModel) can be loaded")
