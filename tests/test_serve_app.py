@@ -466,6 +466,22 @@ def test_a_body_over_the_limit_and_a_prompt_that_cannot_fit_are_refused_before_t
     assert time.perf_counter() - start < 5  # not tokenized whole
 
 
+def test_a_declared_length_over_the_limit_is_refused_without_waiting_for_the_body(server):
+    """A client that declares 100 GB and sends one byte gets its 413 at once."""
+    import socket
+    from urllib.parse import urlparse
+    address = urlparse(server.url)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as conn:
+        conn.sendall(f"POST /v1/completions HTTP/1.1\r\nHost: {address.hostname}:{address.port}\r\n"
+                     "Content-Type: application/json\r\nContent-Length: 99999999999\r\n\r\n{".encode())
+        start = time.perf_counter()
+        reply = b""
+        while b"request_too_large" not in reply and (chunk := conn.recv(65536)):  # head and body may come apart
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+    assert b"request_too_large" in reply and time.perf_counter() - start < 5
+
+
 def test_loopback_as_ipv6_writes_it_is_loopback_and_other_hosts_are_refused(server):
     """A dual-stack socket reports IPv4 loopback as ::ffff:127.0.0.1; a keyless server
     answers only under a local Host name (a DNS-rebinding page sends its own)."""

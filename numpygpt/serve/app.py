@@ -101,7 +101,7 @@ class Gate:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        refusal = self.refusal(scope)
+        refusal = self.refusal(scope) or self.declared_too_large(scope)
         if refusal is None and scope["method"] in ("POST", "PUT", "PATCH"):
             body, refusal = await self.read_body(receive)
             receive = replay(body, receive)
@@ -132,6 +132,14 @@ class Gate:
         if b"host" in headers and host_name(headers[b"host"]) not in self.host_names:
             return 403, (f"the Host {headers[b'host'].decode('latin-1')!r} is not this server's; without an API key "
                          f"it answers only to {', '.join(sorted(self.host_names))}"), "forbidden_host"
+        return None
+
+    def declared_too_large(self, scope):
+        """A 413 at once for a body whose Content-Length is over max_body: there is no need to
+        wait for bytes that would be refused (or, from a client that lies, never come)."""
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.strip().isdigit() and int(declared) > self.max_body:
+            return 413, f"the request body is over {self.max_body:,} bytes; send less at a time", "request_too_large"
         return None
 
     async def read_body(self, receive):
