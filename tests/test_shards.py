@@ -285,6 +285,14 @@ def test_bad_input_gives_one_clear_line(tmp_path, gpt2_dir, monkeypatch, capsys)
     assert "argument --val-fraction: must be a number in 0..0.999, got 1" in last_line(capsys, "numpygpt prepare")
 
 
+def test_a_corpus_of_one_document_is_told_it_has_no_validation_split(tmp_path, gpt2_dir, capsys):
+    text = tmp_path / "one.txt"
+    text.write_text("Hello there. " * 100)
+    assert numpygpt(["prepare", str(text), "--out", str(tmp_path / "out"), "--tokenizer", str(gpt2_dir)]) == 0
+    err = capsys.readouterr().err
+    assert "no document went to validation, which training needs" in err and "train with" not in err
+
+
 def test_the_command_line_entry_point(tmp_path):
     result = subprocess.run([sys.executable, "-m", "numpygpt", "prepare", str(tmp_path / "missing"), "--out",
                              str(tmp_path / "out")], cwd=REPO_ROOT, capture_output=True, text=True,

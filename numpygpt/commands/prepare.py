@@ -44,8 +44,9 @@ def run(args):
     say = Progress().message
     say("; ".join(f"{split}: {tokens:,} tokens in {n} shard{'s' * (n != 1)} from {docs:,} documents"
                   for split, (tokens, n, docs) in counts.items()))
-    if not counts["val"][2]:
-        say("note: no document went to validation; split the text into more documents (files, "
-            "<|endoftext|>, or .jsonl lines) or raise --val-fraction")
-    say(f"train with: numpygpt train --data {args.out}")
+    if not counts["val"][2]:  # train --data needs a validation split to evaluate on
+        say("note: no document went to validation, which training needs; split the text into more documents "
+            "(files, <|endoftext|>, or .jsonl lines) or raise --val-fraction, in a new --out folder")
+    else:
+        say(f"train with: numpygpt train --data {args.out}")
 
