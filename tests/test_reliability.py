@@ -218,7 +218,7 @@ def test_resume_truncates_metrics_to_the_checkpoint_and_survives_a_torn_line(tmp
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--steps", "0"], "--steps must be at least 1"),
+    (["--steps", "0"], "argument --steps: must be an integer 1 or more, got 0"),
     (["--batch-size", "1000000"], "GiB of memory and the machine has"),
     (["--n-embd", "1000000", "--n-head", "1"], "GiB of memory and the machine has"),
 ])

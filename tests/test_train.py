@@ -89,15 +89,15 @@ def error_line(capsys):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--steps", "-1"], "argument --steps: must be an integer 0 or more, got -1"),
-    (["--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--steps", "-1"], "argument --steps: must be an integer 1 or more, got -1"),
+    (["--batch-size", "0"], "argument --batch-size: must be an integer 1 or more, got 0"),
     (["--block-size", "4096"], "fewer than one window"),
     (["--lr", "0"], "--lr must be a positive number"),
     (["--lr", "nan"], "argument --lr: must be a number 0 or more, got nan"),
     (["--min-lr", "-1"], "argument --min-lr: must be a number 0 or more, got -1"),
     (["--min-lr", "0.5"], "--min-lr must be in 0..lr"),
     (["--grad-clip", "nan"], "argument --grad-clip: must be a number 0 or more, got nan"),
-    (["--lr-decay-steps", "0"], "--lr-decay-steps must be at least 1"),
+    (["--lr-decay-steps", "0"], "argument --lr-decay-steps: must be an integer 1 or more, got 0"),
     (["--beta2", "1"], "--beta2 must be in [0, 1)"),
     (["--n-head", "3"], "multiple of n_head"),
 ])

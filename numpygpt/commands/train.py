@@ -25,7 +25,8 @@ from ..model import GPT
 from ..progress import Progress
 from ..training import dist
 from ..training.plot import plot_metrics
-from ..training.settings import FINE_TUNING, TRAIN_PRESETS, TrainConfig, train_preset, training_memory
+from ..training.settings import (AT_LEAST_ONE, FINE_TUNING, TRAIN_PRESETS, TrainConfig, train_preset,
+                                 training_memory)
 from ..training.trainer import Trainer, is_metrics_log, text_sampler
 from .args import folder, integer, real
 
@@ -78,7 +79,8 @@ def add_arguments(p):
         elif "default" not in help:
             value = f"{spec.default:g}" if is_float else spec.default
             help += f" (default: {value}{'; --init-from: see below' if name in FINE_TUNING else ''})"
-        p.add_argument("--" + name.replace("_", "-"), type=real(0) if is_float else integer(0), metavar="N", help=help)
+        kind = real(0) if is_float else integer(1 if name in AT_LEAST_ONE else 0)
+        p.add_argument("--" + name.replace("_", "-"), type=kind, metavar="N", help=help)
     p.add_argument("--zero", action="store_true", help="under mpiexec: shard AdamW's state across the ranks "
                    "(ZeRO-1), so its memory per rank falls as 1/ranks")
     p.add_argument("--check-sync", action="store_true", help="under mpiexec: after every step, check that all ranks "

@@ -14,6 +14,11 @@ def setting(default, help: str):
     return field(default=default, metadata={"help": help})
 
 
+# Settings that count something a run cannot have none of (None, where allowed, means "default").
+AT_LEAST_ONE = ("steps", "batch_size", "block_size", "grad_accum", "eval_interval", "eval_iters", "log_interval",
+                "lr_decay_steps", "early_stop")
+
+
 @dataclass
 class TrainConfig:
     steps: int = setting(2000, "optimizer steps in all")
@@ -37,12 +42,10 @@ class TrainConfig:
     seed: int = setting(1337, "seeds the model's initialisation, the batches and dropout")
 
     def __post_init__(self):
-        for name in ("batch_size", "block_size", "grad_accum", "eval_interval", "eval_iters", "log_interval"):
-            self._check(name, getattr(self, name) >= 1, "at least 1")
-        for name in ("steps", "warmup_steps", "sample_tokens"):
-            self._check(name, getattr(self, name) >= 0, "0 or more")
-        for name in ("lr_decay_steps", "early_stop"):
+        for name in AT_LEAST_ONE:
             self._check(name, getattr(self, name) is None or getattr(self, name) >= 1, "at least 1")
+        for name in ("warmup_steps", "sample_tokens"):
+            self._check(name, getattr(self, name) >= 0, "0 or more")
         self._check("lr", math.isfinite(self.lr) and self.lr > 0, "a positive number")
         self._check("min_lr", self.min_lr is None or (math.isfinite(self.min_lr) and 0 <= self.min_lr <= self.lr),
                     f"in 0..lr ({self.lr})")
@@ -50,7 +53,6 @@ class TrainConfig:
             self._check(name, math.isfinite(getattr(self, name)) and getattr(self, name) >= 0, "0 or more")
         for name in ("beta1", "beta2"):
             self._check(name, 0 <= getattr(self, name) < 1, "in [0, 1)")
-        self._check("steps", self.steps >= 1, "at least 1")
 
     def _check(self, name: str, ok: bool, rule: str):
         if not ok:
