@@ -142,6 +142,20 @@ def test_resuming_with_other_settings_is_refused(tmp_path, text_file):
         tune.open_study(settings_for(text_file, budget_steps=30), storage, "t")
 
 
+def test_a_sweep_whose_every_trial_failed_is_replaced_by_one_with_other_settings(tmp_path, text_file):
+    """Say its data would not load: it holds no result, so mended flags start a new sweep there."""
+    import optuna
+    storage = "sqlite:///" + str(tmp_path / "sweep.db")
+    study = tune.open_study(settings_for(text_file), storage, "t")
+    study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)
+    study = tune.open_study(settings_for(text_file, budget_steps=30), storage, "t")
+    assert study.get_trials() == [] and study.user_attrs["settings"]["budget_steps"] == 30
+    study.tell(study.ask(), 1.0)  # a finished trial: other settings are refused again
+    study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)
+    with pytest.raises(tune.SweepError, match=r"other settings \(budget_steps\)"):
+        tune.open_study(settings_for(text_file, budget_steps=40), storage, "t")
+
+
 def test_cli_sweep_in_two_processes_writes_table_plot_and_a_command_that_trains(tmp_path, text_file):
     out = tmp_path / "sweep"
     result = run(["--data", text_file, "--model", "tiny", "--trials", "2", "--budget-steps", "10",

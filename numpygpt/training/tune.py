@@ -285,6 +285,13 @@ def open_study(settings: SweepSettings, storage_url: str, study_name: str, worke
         raise SweepError(f"--storage {database}: cannot open it as the sweep's database "
                          f"({getattr(e, 'orig', None) or type(e).__name__})") from None
     stored = study.user_attrs.get("settings")
+    if stored is not None and stored != settings.to_json() and only_failed(study, optuna):
+        # A sweep whose every trial failed (on data that would not load, say) holds no result:
+        # one with other settings replaces it rather than being refused.
+        optuna.delete_study(study_name=study_name, storage=storage_url)
+        study = optuna.create_study(storage=storage_url, study_name=study_name, direction="minimize",
+                                    sampler=sampler, pruner=make_pruner(optuna, settings.pruner))
+        stored = None
     if stored is None:
         study.set_user_attr("settings", settings.to_json())
     elif stored != settings.to_json():
@@ -293,6 +300,14 @@ def open_study(settings: SweepSettings, storage_url: str, study_name: str, worke
                          f"settings ({', '.join(changed)}); use the same flags to continue it, or another "
                          "--storage / --study-name")
     return study
+
+
+def only_failed(study, optuna) -> bool:
+    """Whether the study has trials and each one failed or is still waiting to run: nothing
+    finished, nothing running."""
+    State = optuna.trial.TrialState
+    states = {t.state for t in study.get_trials(deepcopy=False)}
+    return State.FAIL in states and states <= {State.FAIL, State.WAITING}
 
 
 def requeue_interrupted(study) -> int:
