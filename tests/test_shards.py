@@ -278,7 +278,8 @@ def test_bad_input_gives_one_clear_line(tmp_path, gpt2_dir, monkeypatch, capsys)
     # The folders of preparations that failed on their input kept nothing: the input mended,
     # the same command there starts afresh (rather than refusing another preparation's folder).
     assert run(text, "a") == 0 and run(text, "d") == 0
-    assert run(text, "/proc/shards") == 2 and "cannot write to --out /proc/shards" in last_line(capsys, "numpygpt prepare")
+    assert run(text, "/proc/shards") == 2
+    assert "cannot write to --out /proc/shards" in last_line(capsys, "numpygpt prepare")
     assert run(text, "f", "--shard-tokens", "200") == 2 and "another preparation (its settings differ)" in \
         last_line(capsys, "numpygpt prepare")
     assert run(text, "f", "--val-fraction", "1") == 2

@@ -61,7 +61,8 @@ def add_arguments(p):
                    help="train (a BPE learnt on the training text), gpt2 (GPT-2's own), or a folder with "
                         "encoder.json + vocab.bpe " + FROM_PRESET)
     p.add_argument("--vocab-size", type=integer(257), metavar="N", help="tokens of a learnt BPE " + FROM_PRESET)
-    p.add_argument("--out-dir", default="out", type=folder, metavar="DIR", help="where checkpoints, metrics.jsonl and loss.png go")
+    p.add_argument("--out-dir", default="out", type=folder, metavar="DIR",
+                   help="where checkpoints, metrics.jsonl and loss.png go")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out-dir (flags may change "
                    "its schedule and length, e.g. --steps)")
     p.add_argument("--init-from", metavar="HF", help="fine-tune the weights of a Hugging Face GPT-2 folder or a "

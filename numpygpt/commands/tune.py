@@ -44,7 +44,8 @@ def add_arguments(p):
     p.add_argument("--reports", type=integer(1), default=8, metavar="N", help="evaluations per trial")
     p.add_argument("--eval-iters", type=integer(1), default=10, metavar="N", help="batches per evaluation")
     p.add_argument("--jobs", type=integer(1), default=1, metavar="N", help="trials run at once, in separate processes")
-    p.add_argument("--out-dir", default="sweep", type=folder, metavar="DIR", help="trial metrics, best.json and sweep.png go here")
+    p.add_argument("--out-dir", default="sweep", type=folder, metavar="DIR",
+                   help="trial metrics, best.json and sweep.png go here")
     p.add_argument("--storage", metavar="FILE", help="the sweep's SQLite file (default: OUT_DIR/sweep.db)")
     p.add_argument("--study-name", default="numpygpt", metavar="NAME", help="the study's name in the storage")
     p.add_argument("--top", type=integer(1), default=5, metavar="N", help="rows in the final table")

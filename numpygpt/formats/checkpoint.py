@@ -197,7 +197,8 @@ def resolve(path, which: str | None = None) -> Path:
                                   "train one first (numpygpt train), or pass --out-dir")
         if not (path / pointer[which]).is_dir():
             raise CheckpointError(f"{path / POINTER} names {pointer[which]} as {which}, which is not a checkpoint "
-                                  f"folder (it holds: {describe_checkpoints(path)}); name one (sample, eval, export: --checkpoint step-N)")
+                                  f"folder (it holds: {describe_checkpoints(path)}); name one (sample, eval, "
+                                  "export: --checkpoint step-N)")
         return path / pointer[which]
     match = re.fullmatch(r"step-?(\d+)", which)
     if match is None:
@@ -246,4 +247,5 @@ def verify(path: Path, name: str, train_state: dict):
     expected = (train_state.get("sha256") or {}).get(name)
     if expected is not None and atomic.sha256_file(path / name) != expected:
         raise CheckpointError(f"{path / name} is damaged (its SHA-256 is not the one recorded when it was "
-                              "saved); load another of the run's checkpoints (sample, eval, export: --checkpoint step-N) or train again")
+                              "saved); load another of the run's checkpoints (sample, eval, export: "
+                              "--checkpoint step-N) or train again")
