@@ -1,7 +1,11 @@
 """GPTConfig and the named presets."""
+import numbers
 from dataclasses import asdict, dataclass, fields, replace
 
 from .errors import ConfigError
+
+
+SHAPE_FIELDS = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")
 
 
 @dataclass(frozen=True)
@@ -30,7 +34,17 @@ class GPTConfig:
     dtype: str = "float32"
 
     def __post_init__(self):
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+        # Types first: a config read from JSON (a checkpoint's, edited by hand) may hold anything.
+        for name in SHAPE_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise ConfigError(f"{name} must be an integer, got {value!r}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, numbers.Real):
+            raise ConfigError(f"dropout must be a number, got {self.dropout!r}")
+        for name in ("bias", "qkv_bias", "tie_weights"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        for name in SHAPE_FIELDS:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.n_embd % self.n_head:
@@ -49,10 +63,15 @@ class GPTConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "GPTConfig":
+        if not isinstance(d, dict):
+            raise ConfigError(f"a config is a JSON object of fields, not a {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise ConfigError(f"unknown config fields: {', '.join(sorted(unknown))}")
+        missing = [name for name in SHAPE_FIELDS if name not in d]  # the others have defaults of old
+        if missing:
+            raise ConfigError(f"the config has no {', '.join(missing)}")
         return cls(**d)
 
     def with_(self, **changes) -> "GPTConfig":

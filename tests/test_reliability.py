@@ -161,6 +161,24 @@ def test_a_pointer_that_names_no_checkpoint_is_one_line(tmp_path, content):
         checkpoint.load(out)
 
 
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: [c], "a config is a JSON object of fields, not a list"),
+    (lambda c: {**c, "n_head": "x"}, "n_head must be an integer, got 'x'"),
+    (lambda c: {**c, "n_layer": 2.5}, "n_layer must be an integer, got 2.5"),
+    (lambda c: {**c, "bias": "yes"}, "bias must be true or false, got 'yes'"),
+    (lambda c: {**c, "dropout": None}, "dropout must be a number, got None"),
+    (lambda c: {k: v for k, v in c.items() if k != "n_layer"}, "the config has no n_layer"),
+])
+def test_a_hand_edited_config_is_one_clear_line(tmp_path, edit, message):
+    from numpygpt.errors import UserError
+    out = tmp_path / "out"
+    folder = checkpoint.save(out, small_model(), step=1)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(edit(config)))
+    with pytest.raises(UserError, match=message):
+        checkpoint.load(out)
+
+
 def test_odd_files_where_checkpoints_should_be(tmp_path, data_dir, capsys):
     out = tmp_path / "out"
     checkpoint.save(out, small_model(), step=1)

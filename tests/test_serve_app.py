@@ -307,8 +307,8 @@ def numpygpt(*args, **popen):
                             **popen)
 
 
-@pytest.mark.parametrize("flags", [(), ("--quantize", "int8")])
-def test_python_m_numpygpt_serve_serves_a_checkpoint_and_stops_on_ctrl_c(out_dir, flags):
+@pytest.mark.parametrize("flags, stop", [((), signal.SIGINT), (("--quantize", "int8"), signal.SIGTERM)])
+def test_python_m_numpygpt_serve_serves_a_checkpoint_and_stops_on_ctrl_c_or_sigterm(out_dir, flags, stop):
     process = numpygpt("serve", "--out-dir", out_dir, "--port", "0", *flags)
     try:
         line = process.stdout.readline()
@@ -319,10 +319,10 @@ def test_python_m_numpygpt_serve_serves_a_checkpoint_and_stops_on_ctrl_c(out_dir
             model="out", prompt="Hi", max_tokens=4, seed=0)
         assert reply.choices[0].finish_reason in ("stop", "length")
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         _, stderr = process.communicate(timeout=30)
     assert process.returncode == 0, stderr
-    assert "Traceback" not in stderr
+    assert "Traceback" not in stderr and stderr.rstrip().endswith("numpygpt serve: stopped"), stderr
 
 
 def test_bad_command_lines_fail_with_one_line(out_dir, tmp_path):

@@ -8,6 +8,7 @@ The port is bound here, before uvicorn starts, so that a busy or forbidden port 
 error line, and so that --port 0 (any free port) can say which port it got.
 """
 import os
+import signal
 import socket
 
 from ..errors import ConfigError
@@ -87,11 +88,19 @@ def run(args):
     if args.api_key is None and not (args.host == "localhost" or is_loopback(args.host)):
         progress.message(f"{args.prog}: note: no --api-key, so requests from other machines get 401")
     engine.start()
+    # uvicorn shuts down gracefully on SIGINT and SIGTERM alike, then raises the signal again
+    # under the handler it found: SIGTERM's then ends the command as Ctrl-C's does.
+    previous = signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
         config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=args.shutdown_grace,
                                 http=HeadersInTime)
         uvicorn.Server(config).run(sockets=[sock])
-    except KeyboardInterrupt:  # uvicorn has shut down gracefully, then re-raises Ctrl-C
+    except KeyboardInterrupt:  # uvicorn has shut down gracefully, then re-raised the signal
         progress.message(f"{args.prog}: stopped")
     finally:
+        signal.signal(signal.SIGTERM, previous)
         engine.close()
+
+
+def stop_on_sigterm(signum, frame):
+    raise KeyboardInterrupt
