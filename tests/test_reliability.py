@@ -152,6 +152,19 @@ def test_ctrl_c_outside_training_is_one_line_and_130(when, monkeypatch, capsys):
     assert capsys.readouterr().err.strip().splitlines() == ["numpygpt sample: interrupted"]
 
 
+def test_a_reader_that_goes_away_ends_the_output_quietly(monkeypatch, capfd):
+    """Output into a pipe whose reader has gone (`| head`): exit code 1 and no traceback."""
+    from numpygpt import commands
+    from numpygpt.commands import tokenizer
+
+    def reader_gone(args):
+        raise BrokenPipeError(32, "Broken pipe")
+    monkeypatch.setattr(tokenizer, "run", reader_gone)
+    monkeypatch.setattr(commands.os, "dup2", lambda *fds: None)  # keep pytest's own stdout
+    assert commands.main(["tokenizer", "decode", "--vocab", "data/gpt2"]) == 1
+    assert capfd.readouterr().err == ""
+
+
 @pytest.mark.parametrize("content", ["null", "42", "[]", '{"latest": 5}', '{"latest": "../elsewhere"}', "{oops"])
 def test_a_pointer_that_names_no_checkpoint_is_one_line(tmp_path, content):
     out = tmp_path / "out"

@@ -72,12 +72,12 @@ def main(argv=None, prog: str | None = None) -> int:
     except KeyboardInterrupt as e:  # its message, if any, says what was kept
         print(f"\n{prog}: {str(e) or 'interrupted'}", file=sys.stderr)
         return 130
-    except Exception as e:
+    except BrokenPipeError:  # the reader went away (| head): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except Exception as e:  # after the clauses above: a re-raise here skips any below
         if not isinstance(e, user_errors):
             raise
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # the reader went away (| head): stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
     return code or 0
