@@ -13,6 +13,9 @@ Each measurement runs in a fresh subprocess so peak RSS is its own; --repeats su
 per implementation, interleaved, and the fastest of each counts (every process's figure is
 printed too), because this VM has spells that slow one whole process by 10-20%.
 
+numpygpt's step cuts the batch into one shard per core (numpygpt.training.threads) as the
+trainer does; BENCH_SHARDS=1 in the environment runs the model on the whole batch instead.
+
 --paired ROUNDS then measures numpygpt against the PyTorch GPT-2 in pairs: one live process
 each, taking turns of --steps steps, a ratio per round, so both sides of a ratio ran seconds
 apart rather than minutes.
@@ -79,22 +82,27 @@ def time_steps(step, warmup, steps, faults=None):
     return float(np.median(times))
 
 
-def numpygpt_step(preset_name):
-    """One training step of numpygpt (forward, backward, AdamW) as a function of nothing."""
+def numpygpt_step(preset_name, shards=None):
+    """One training step of numpygpt (forward, backward, AdamW) as a function of nothing, the
+    batch cut into `shards` threads' shares (None: BENCH_SHARDS if set, else as the trainer
+    picks them; 1: the model on the whole batch)."""
     from numpygpt.memory import reuse_freed_memory
     from numpygpt.model import GPT
     from numpygpt.optim import AdamW
+    from numpygpt.training.threads import ThreadShards, shard_count
     reuse_freed_memory()  # as the training loop does
     config, batch = model_config(preset_name)
     model = GPT(config)
     optimizer = AdamW(model.params, lr=1e-4)
     rng = np.random.default_rng(0)
     ids = rng.integers(0, config.vocab_size, size=(batch, config.block_size + 1))
+    shards = shards or int(os.environ.get("BENCH_SHARDS", 0)) or shard_count(model, batch)
+    runner = ThreadShards(model, shards) if shards > 1 else model
 
     def step():
         model.zero_grad()
-        model.loss(ids[:, :-1], ids[:, 1:])
-        model.backward()
+        runner.loss(ids[:, :-1], ids[:, 1:])
+        runner.backward()
         optimizer.step()
     return step
 
@@ -105,7 +113,8 @@ def run_numpygpt(preset_name, steps, profile):
     faults = []
     result = {"seconds": time_steps(step, 2, steps, faults), "peak_rss_mb": peak_rss_mb(), "faults": faults[0]}
     if profile:  # after the peak is read: the replayed matmuls' arrays are not the model's
-        result["breakdown"] = breakdown(step, config, batch)
+        # On the whole batch: cProfile sees only the calling thread, not the shards' threads.
+        result["breakdown"] = breakdown(numpygpt_step(preset_name, shards=1), config, batch)
     return result
 
 
@@ -387,7 +396,7 @@ def main():
     print("\nms/step of every process:")
     for name, per_impl in spreads.items():
         print(f"  {name}: " + "; ".join(f"{impl} " + " ".join(f"{ms:.1f}" for ms in v) for impl, v in per_impl.items()))
-    print("\nwhere numpygpt's step time goes:")
+    print("\nwhere numpygpt's step time goes (the model on the whole batch, one shard):")
     for name, groups in breakdowns.items():
         print(f"  {name}: " + ", ".join(f"{k} {v:.0%}" for k, v in groups.items()))
     if args.paired and "torch" in impls:

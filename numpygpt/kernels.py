@@ -20,6 +20,7 @@ are (BH, T, T) with BH = batch * heads.
 import functools
 import math
 import os
+import threading
 import types
 
 import numpy as np
@@ -35,19 +36,32 @@ from numba.extending import intrinsic, overload
 PARALLEL_MIN_SIZE = 1 << 18
 
 
+# Threads that run a share of the work themselves (numpygpt.training.threads: one shard of the
+# batch per core) call every kernel's one-thread copy: they already fill the cores.
+_calling_thread = threading.local()
+
+
+def run_on_calling_thread_only():
+    """From now on, kernels called from this thread run on it alone, whatever their size."""
+    _calling_thread.alone = True
+
+
 def parallel_kernel(fn):
     """`fn` compiled twice: split over all threads with prange (@njit(parallel=True)), and as a
-    one-thread copy (where prange is plain range) that runs when the first argument is small."""
+    one-thread copy (where prange is plain range) that runs when the first argument is small
+    or the calling thread is one of several sharing the work. Both release the GIL (nogil), so
+    such threads run their kernels at the same time."""
     # error_model="numpy": a division by zero gives inf/NaN as NumPy does (the loss check
     # then stops training with one clear line) rather than raising inside the kernel.
-    parallel = njit(parallel=True, cache=True, fastmath=True, error_model="numpy")(fn)
+    parallel = njit(parallel=True, nogil=True, cache=True, fastmath=True, error_model="numpy")(fn)
     one_thread = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
     one_thread.__qualname__ = f"{fn.__qualname__}_one_thread"  # its own entry in Numba's cache
-    one_thread = njit(cache=True, fastmath=True, error_model="numpy")(one_thread)
+    one_thread = njit(nogil=True, cache=True, fastmath=True, error_model="numpy")(one_thread)
 
     @functools.wraps(fn)
     def run(*args):
-        return (parallel if args[0].size >= PARALLEL_MIN_SIZE else one_thread)(*args)
+        alone = args[0].size < PARALLEL_MIN_SIZE or getattr(_calling_thread, "alone", False)
+        return (one_thread if alone else parallel)(*args)
     # Profilers (cProfile, py-spy) name a frame by its code object: the kernel's, not "run".
     run.__code__ = run.__code__.replace(co_name=fn.__name__)
     run.parallel, run.one_thread = parallel, one_thread

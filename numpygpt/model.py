@@ -59,12 +59,12 @@ class GPT:
     Dropout is on when `rng` (a numpy Generator) is given, off when it is None.
     """
 
-    def __init__(self, config: GPTConfig, seed: int = 0, init: bool = True):
+    def __init__(self, config: GPTConfig, seed: int = 0, init: bool = True, shared_data=None):
         """init=False: leave the parameters zero, for weights that are loaded next (their
-        memory is then only taken as it is written)."""
+        memory is then only taken as it is written). shared_data: see `replica`."""
         self.config = config
-        self.params = Parameters(parameter_shapes(config), dtype=config.dtype)
-        if init:
+        self.params = Parameters(parameter_shapes(config), dtype=config.dtype, shared_data=shared_data)
+        if init and shared_data is None:
             init_gpt2(self.params, config, np.random.default_rng(seed))
         self.wte = Embedding(self.params, "wte")
         self.wpe = Embedding(self.params, "wpe")
@@ -132,6 +132,12 @@ class GPT:
 
     def zero_grad(self):
         self.params.zero_grad()
+
+    def replica(self) -> "GPT":
+        """A GPT over the same parameter values (not a copy: an optimizer step on this model
+        is seen by both) with gradients and activations of its own, so that two threads can
+        each run loss and backward on other rows of a batch."""
+        return GPT(self.config, init=False, shared_data=self.params.data)
 
     def num_parameters(self) -> int:
         return self.params.count

@@ -14,9 +14,11 @@ class Parameters:
 
     shapes: {name: shape} in a fixed order (the order of the flat buffer).
     data, grad: (P,) arrays of `dtype`; `self[name]` and `self.grads[name]` are views.
+    shared_data: another Parameters' `data` to use as this one's values (a replica that reads
+    the same weights and keeps gradients of its own); None allocates zeros.
     """
 
-    def __init__(self, shapes: dict, dtype=np.float32):
+    def __init__(self, shapes: dict, dtype=np.float32, shared_data=None):
         self.dtype = np.dtype(dtype)
         self.shapes = {name: tuple(shape) for name, shape in shapes.items()}
         self.offsets = {}
@@ -25,7 +27,9 @@ class Parameters:
             self.offsets[name] = offset
             size = int(np.prod(shape, dtype=np.int64))
             offset += -(-size // ALIGN) * ALIGN
-        self.data = np.zeros(offset, dtype=self.dtype)
+        if shared_data is not None and (shared_data.shape != (offset,) or shared_data.dtype != self.dtype):
+            raise ValueError(f"shared data must be ({offset},) {self.dtype}, got {shared_data.shape} {shared_data.dtype}")
+        self.data = np.zeros(offset, dtype=self.dtype) if shared_data is None else shared_data
         self.grad = np.zeros(offset, dtype=self.dtype)
         self.values = {name: self._view(self.data, name) for name in self.shapes}
         self.grads = {name: self._view(self.grad, name) for name in self.shapes}

@@ -9,7 +9,9 @@ the saved one stopped.
 Data parallel (numpygpt.dist): under `mpiexec -n N` every rank runs this same loop on its rows
 of each global batch of N * batch_size windows; the communicator averages the gradients,
 losses and evaluations, and rank 0 alone prints, logs and writes checkpoints. One process
-uses a communicator whose collectives do nothing.
+uses a communicator whose collectives do nothing. Within a process, each batch is cut into one
+shard per core, run by threads of their own (training.threads), unless the model is too large
+to pay for the shards' gradient buffers.
 """
 import json
 import math
@@ -31,6 +33,7 @@ from ..optim import cosine_lr
 from ..progress import Progress, bar, format_seconds
 from .dist import Communicator, data_parallel_optimizer
 from .settings import TrainConfig
+from .threads import ThreadShards, shard_count
 
 
 def bits_per_byte(nats_per_token: float, tokens: int, utf8_bytes: int) -> float:
@@ -88,14 +91,17 @@ class Trainer:
     comm: the ranks training together (numpygpt.dist; default one process); batch_size is
     per rank. zero: shard AdamW's state across the ranks (ZeRO-1). check_sync: after every
     step, check that all ranks hold bit-identical weights (a debugging aid; one small
-    collective per step).
+    collective per step). shards: threads to cut each batch among (training.threads); None
+    picks one per core where that pays, 1 runs the model on the whole batch.
     """
 
     def __init__(self, model: GPT, dataset: Dataset, config: TrainConfig, out_dir, log=print,
                  sample_fn=None, run_info: dict | None = None, comm: Communicator | None = None,
                  zero: bool = False, check_sync: bool = False, on_eval=None, checkpoints: bool = True,
-                 stream=None):
+                 stream=None, shards: int | None = None):
         self.model = model
+        shards = shard_count(model, config.batch_size) if shards is None else shards
+        self.runner = ThreadShards(model, shards) if shards > 1 else model  # loss and backward
         self.dataset = dataset
         self.config = config
         self.out_dir = Path(out_dir)
@@ -186,12 +192,12 @@ class Trainer:
         for _ in range(c.grad_accum):
             x, y = get_batch(self.dataset.train, self.global_batch_size, c.block_size, self.data_rng,
                              self.local_rows)
-            loss = self.comm.mean(self.model.loss(x, y, self.comm.dropout_rng(self.dropout_rng)))
+            loss = self.comm.mean(self.runner.loss(x, y, self.comm.dropout_rng(self.dropout_rng)))
             if not math.isfinite(loss):
                 return loss, math.nan, math.nan
             # Each rank's loss is a mean over its rows: 1/size makes the ranks' summed
             # gradients the gradient of the global batch's mean.
-            self.model.backward(1.0 / (c.grad_accum * self.comm.size))
+            self.runner.backward(1.0 / (c.grad_accum * self.comm.size))
             total += loss / c.grad_accum
         lr = self.lr_at(self.step)
         norm = self.optimizer.step(lr, c.grad_clip)
@@ -201,7 +207,7 @@ class Trainer:
         """Mean loss on the fixed batches of each split (dropout off), perplexity, bits/byte."""
         result = {}
         for split, batches in self.eval_batches.items():
-            loss = self.comm.mean(float(np.mean([self.model.loss(x, y) for x, y in batches])))
+            loss = self.comm.mean(float(np.mean([self.runner.loss(x, y) for x, y in batches])))
             result[f"{split}_loss"] = loss
             result[f"{split}_ppl"] = math.exp(min(loss, 700))
         result["val_bpb"] = bits_per_byte(result["val_loss"], len(self.dataset.val), self.dataset.val_bytes)
