@@ -14,8 +14,8 @@ from numpygpt.model import GPT
 from numpygpt.training import threads
 from numpygpt.training.dist import RankRows
 from numpygpt.training.settings import TrainConfig
-from numpygpt.training.trainer import Trainer
 from numpygpt.training.threads import ThreadShards, shard_count
+from numpygpt.training.trainer import Trainer
 
 CONFIG = preset("tiny").with_(vocab_size=61, dropout=0.1, dtype="float64")
 
