@@ -8,6 +8,8 @@ arrays are fresh pages that the kernel maps and zeroes again on first touch, one
 writes an array pays for them (GELU's forward took 5x its own time). With malloc's mmap use off
 and trimming off, freed blocks stay in malloc's heap and the next step's arrays reuse them: no
 page faults after the first step, the same peak memory (benchmarks/bench_train.py measures both).
+Threads (the shards of a batch, training.threads) allocate from that same heap: each thread's
+own arena would hand its freed memory back to the OS (15,000 faults a `small` step on 2 shards).
 """
 import ctypes
 import ctypes.util
@@ -17,6 +19,7 @@ import sys
 # mallopt parameters, from glibc's <malloc.h>
 M_TRIM_THRESHOLD = -1  # free memory at the heap's top is returned to the OS beyond this many bytes
 M_MMAP_MAX = -4        # how many blocks malloc may serve with mmap at once: 0 = none, all from the heap
+M_ARENA_MAX = -8       # how many heaps (arenas) threads may allocate from: 1 = the main heap only
 INT_MAX = 2 ** 31 - 1  # mallopt takes a C int
 
 
@@ -32,7 +35,7 @@ def reuse_freed_memory() -> bool:
     except (OSError, AttributeError):  # not glibc (musl has no mallopt)
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, INT_MAX))
+    return all([mallopt(M_MMAP_MAX, 0), mallopt(M_TRIM_THRESHOLD, INT_MAX), mallopt(M_ARENA_MAX, 1)])
 
 
 def physical_memory() -> int | None:
