@@ -4,11 +4,11 @@
 
 For each preset, the same training step the trainer takes (global batch of windows, each rank
 its rows, dropout on, one Allreduce of the flat gradient buffer, clip, AdamW), run as:
-  1 rank x 2 threads, global batch G     (the whole machine, one process)
+  1 rank x 2 threads, global batch G     (the whole machine, one process: 2 shards of G/2)
   1 rank x 1 thread,  batch G/2          (one core: the base for the scaling efficiency)
   2 ranks x 1 thread, G/2 per rank       (mpiexec -n 2), plain and with --zero
-Reports ms per step, tokens/s, scaling efficiency = tokens/s of N ranks / (N x tokens/s of one
-rank with the same per-rank batch), the time spent in the step's Allreduce (including the wait
+Reports ms per step, tokens/s, scaling efficiency = tokens/s on N cores / (N x tokens/s of one
+1-thread rank with half the batch), the time spent in the step's Allreduce (including the wait
 for the slower rank) and the Allreduce alone with the ranks lined up (what overlapping it with
 the backward pass could at most save), bytes all-reduced per step, AdamW state and peak RSS
 per rank. Each configuration runs in fresh processes so peak RSS is its own; with --repeats
@@ -38,9 +38,12 @@ def worker(args):
     from numpygpt.training import dist
     from numpygpt.config import preset
     from numpygpt.data import get_batch
+    from numpygpt.memory import reuse_freed_memory
     from numpygpt.model import GPT, is_decayed
     from numpygpt.optim import clip_grad_norm
+    from numpygpt.training.threads import ThreadShards, shard_count
 
+    reuse_freed_memory()  # as the training loop does
     comm = dist.world()
     config = preset(args.preset)
     model = GPT(config, seed=0)
@@ -51,14 +54,16 @@ def worker(args):
     data_rng, dropout_rng = np.random.default_rng(1), np.random.default_rng(2)
     batch = args.batch // comm.size
     rows = comm.local_rows(batch)
+    shards = shard_count(model, batch)  # a rank with 2 threads cuts its rows in 2, as the trainer does
+    runner = ThreadShards(model, shards) if shards > 1 else model
 
     def step() -> tuple[float, float]:
         comm.allgather(None)  # start together, so the step time is the slowest rank's
         start = time.perf_counter()
         model.zero_grad()
         x, y = get_batch(tokens, args.batch, config.block_size, data_rng, rows)
-        comm.mean(model.loss(x, y, comm.dropout_rng(dropout_rng)))
-        model.backward(1.0 / comm.size)
+        comm.mean(runner.loss(x, y, comm.dropout_rng(dropout_rng)))
+        runner.backward(1.0 / comm.size)
         reduce_start = time.perf_counter()
         if args.zero:
             optimizer.step(1e-4, 1.0)
@@ -144,9 +149,9 @@ def main():
         print("| run | per-rank batch | tokens/step | ms/step | tokens/s | scaling efficiency | "
               "Allreduce in step, ms (% of step) | Allreduce alone, ms | AdamW state/rank MiB | peak RSS/rank MiB |")
         print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-        for (label, ranks, _, batch, zero), r in zip(runs, results.values()):
+        for (label, ranks, threads, batch, zero), r in zip(runs, results.values()):
             tokens_per_s = r["tokens_per_step"] / r["step_s"]
-            efficiency = tokens_per_s / (ranks * base["tokens_per_step"] / base["step_s"])
+            efficiency = tokens_per_s / (ranks * threads * base["tokens_per_step"] / base["step_s"])
             reduce = (f"{r['reduce_s'] * 1e3:.1f} ({100 * r['reduce_s'] / r['step_s']:.1f}%)"
                       if ranks > 1 and not zero else "-")
             alone = f"{r['allreduce_s'] * 1e3:.2f}" if ranks > 1 else "-"
