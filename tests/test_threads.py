@@ -136,4 +136,4 @@ def test_the_trainer_cuts_batches_on_its_own(tmp_path, gpt2_dir):
     dataset = Dataset(train=tokens, val=tokens, tokenizer_dir=gpt2_dir, name="zeros", val_bytes=100)
     with threadpool_limits(limits=2, user_api="blas"):
         trainer = Trainer(GPT(CONFIG), dataset, TrainConfig(batch_size=4, block_size=32), tmp_path)
-    assert isinstance(trainer.runner, ThreadShards) and trainer.runner.shards == 2
+    assert isinstance(trainer.runner, ThreadShards) and trainer.shards == 2

@@ -248,8 +248,10 @@ def train(args, comm):
     if ckpt is not None:
         progress.message(f"resuming {ckpt.path} at step {trainer.step}")
     ranks = f" over {comm.size} ranks" if comm.size > 1 else ""
+    shards = f", each batch in {trainer.shards} shards on threads of their own" if trainer.shards > 1 else ""
     progress.message(f"{model.num_parameters():,} parameters; {len(dataset.train):,} training tokens, "
-                     f"{len(dataset.val):,} validation tokens; {trainer.tokens_per_step:,} tokens per step{ranks}")
+                     f"{len(dataset.val):,} validation tokens; {trainer.tokens_per_step:,} tokens per step{ranks}"
+                     f"{shards}")
     # A rank failing alone in the loop would leave the others waiting: it aborts them all.
     with comm.abort_on_error(args.prog, collective=(TrainingError, DistError), expected=UserError):
         trainer.run()

@@ -137,6 +137,11 @@ class Trainer:
         return self.config.batch_size * self.comm.size
 
     @property
+    def shards(self) -> int:
+        """How many threads share each batch (training.threads); 1 without shards."""
+        return self.runner.shards if isinstance(self.runner, ThreadShards) else 1
+
+    @property
     def local_rows(self) -> slice:
         return self.comm.local_rows(self.config.batch_size)
 
