@@ -14,6 +14,7 @@ The result is that of one process on the whole batch, to float rounding: the sha
 are weighted by their counted rows, and each shard's dropout masks are its rows of the masks
 one process would draw (training.dist.RankRows), from copies of the same generator.
 """
+import contextlib
 import copy
 from concurrent.futures import ThreadPoolExecutor
 
@@ -79,7 +80,7 @@ class ThreadShards:
         def call(item):
             with np.errstate(**errors):
                 return work(item)
-        with self.blas.limit(limits=1):
+        with self.blas.limit(limits=1) if self.blas else contextlib.nullcontext():
             return list(self.pool.map(call, items))
 
     def _shard_rngs(self, rng):
