@@ -61,7 +61,7 @@ def parallel_kernel(fn):
     @functools.wraps(fn)
     def run(*args):
         alone = args[0].size < PARALLEL_MIN_SIZE or getattr(_calling_thread, "alone", False)
-        return (one_thread if alone else parallel)(*args)
+        return (run.one_thread if alone else run.parallel)(*args)
     # Profilers (cProfile, py-spy) name a frame by its code object: the kernel's, not "run".
     run.__code__ = run.__code__.replace(co_name=fn.__name__)
     run.parallel, run.one_thread = parallel, one_thread

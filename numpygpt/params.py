@@ -28,7 +28,8 @@ class Parameters:
             size = int(np.prod(shape, dtype=np.int64))
             offset += -(-size // ALIGN) * ALIGN
         if shared_data is not None and (shared_data.shape != (offset,) or shared_data.dtype != self.dtype):
-            raise ValueError(f"shared data must be ({offset},) {self.dtype}, got {shared_data.shape} {shared_data.dtype}")
+            raise ValueError(f"shared data must be ({offset},) {self.dtype}, "
+                             f"got {shared_data.shape} {shared_data.dtype}")
         self.data = np.zeros(offset, dtype=self.dtype) if shared_data is None else shared_data
         self.grad = np.zeros(offset, dtype=self.dtype)
         self.values = {name: self._view(self.data, name) for name in self.shapes}

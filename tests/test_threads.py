@@ -101,16 +101,25 @@ def test_shard_count_follows_the_blas_threads_and_the_batch(monkeypatch):
         assert shard_count(model, 8) == 1        # too large to pay for a second gradient buffer
 
 
-def test_only_the_marked_thread_runs_kernels_alone():
-    seen = {}
+def test_a_shard_thread_takes_the_kernels_one_thread_copy(monkeypatch):
+    """Above PARALLEL_MIN_SIZE a kernel splits over the cores, except on a thread that said it
+    runs one shard: that thread's calls take the one-thread copy; other threads are unchanged."""
+    calls = []
+    for variant in ("parallel", "one_thread"):
+        compiled = getattr(kernels.add_bias, variant)
+        monkeypatch.setattr(kernels.add_bias, variant,
+                            lambda *args, variant=variant, compiled=compiled: (calls.append(variant), compiled(*args)))
+    x, bias = np.zeros((kernels.PARALLEL_MIN_SIZE // 64, 64), np.float32), np.ones(64, np.float32)
 
-    def mark():
+    def shard():
         kernels.run_on_calling_thread_only()
-        seen["marked"] = kernels._calling_thread.alone
-    thread = threading.Thread(target=mark)
+        kernels.add_bias(x, bias)
+    thread = threading.Thread(target=shard)
     thread.start()
     thread.join()
-    assert seen["marked"] and not getattr(kernels._calling_thread, "alone", False)
+    kernels.add_bias(x, bias)
+    assert calls == ["one_thread", "parallel"]
+    np.testing.assert_array_equal(x, 2.0)
 
 
 def test_training_on_shards_follows_the_whole_batch(tmp_path, gpt2_dir):
